@@ -1,0 +1,17 @@
+"""ndif_jupyter: read and change the internals of language models from Jupyter, without writing hook code.
+
+    from ndif_jupyter import Model
+    model = Model()                       # the embedded default model
+    with model.generate(max_new_tokens=3) as generator:
+        with generator.invoke("The Eiffel Tower is in the city of") as invoker:
+            hidden = model.model.layers[-1].output.save()
+    hidden.value
+"""
+
+from .errors import ExecutionError, NDIFError, TraceError, ValueNotReadyError
+from .model import Model
+from .tracing.proxy import Proxy
+
+__version__ = "0.1.0"
+
+__all__ = ["Model", "Proxy", "NDIFError", "TraceError", "ExecutionError", "ValueNotReadyError", "__version__"]

@@ -1,0 +1,57 @@
+"""Errors raised to the user, each naming what went wrong, where, and what to do next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Source:
+    """The user's line that recorded a node: file name, line number and the line's text."""
+
+    filename: str
+    lineno: int
+    line: str
+
+    def describe(self) -> str:
+        text = f'  File "{self.filename}", line {self.lineno}'
+        if self.line:
+            text += f"\n    {self.line.strip()}"
+        return text
+
+
+class NDIFError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class TraceError(NDIFError):
+    """Something in a `with model.trace()/generate()` block cannot work; raised at the user's line, before any weights load."""
+
+    def __init__(self, message: str, source: Source | None = None, hint: str | None = None):
+        self.message = message
+        self.source = source
+        self.hint = hint
+        super().__init__(_compose(message, source, hint))
+
+
+class ExecutionError(NDIFError):
+    """A recorded operation failed while the graph ran on the real model."""
+
+    def __init__(self, message: str, source: Source | None = None, hint: str | None = None):
+        self.message = message
+        self.source = source
+        self.hint = hint
+        super().__init__(_compose(message, source, hint))
+
+
+class ValueNotReadyError(NDIFError):
+    """`.value` was read before the graph that computes it has run."""
+
+
+def _compose(message: str, source: Source | None, hint: str | None) -> str:
+    parts = [message]
+    if source is not None:
+        parts.append("Recorded at:\n" + source.describe())
+    if hint:
+        parts.append(hint)
+    return "\n".join(parts)

@@ -1,0 +1,1 @@
+"""Running an intervention graph on a real model: hooks, generation steps, and batch rows."""

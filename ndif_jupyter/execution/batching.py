@@ -1,0 +1,116 @@
+"""One batch from several invokes: left-padded inputs, and each invoke's own rows and tokens inside batched values.
+
+An invoke sees its values as if its prompts ran alone: its rows, and the last `length` positions of every
+sequence dimension (padding is on the left). Where a batched value's shape differs from the shape the invoke
+expects (recorded while tracing), the difference is cut away: rows on dimension 0, leading positions elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..structures import leaves, map_leaves, zip_map_leaves
+from ..tracing.graph import Graph
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where one invoke lives in the batch: its first row, its number of rows, and whether it is the whole batch."""
+
+    start: int
+    rows: int
+    whole: bool
+
+
+def build_inputs(graph: Graph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[Span]]:
+    """Left-padded input ids, their attention mask, and each invoke's span."""
+    length = max(invoke.length for invoke in graph.invokes)
+    batch = graph.batch_size
+    input_ids = torch.full((batch, length), graph.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    spans = []
+    row = 0
+    for invoke in graph.invokes:
+        whole = len(graph.invokes) == 1
+        spans.append(Span(row, len(invoke.rows), whole))
+        for tokens in invoke.rows:
+            if tokens:
+                input_ids[row, length - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
+                attention_mask[row, length - len(tokens):] = 1
+            row += 1
+    return input_ids.to(device), attention_mask.to(device), spans
+
+
+def position_ids_from(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted from each row's first real token, so that left padding shifts nothing."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def region(actual: torch.Size, expected: list[int], span: Span) -> tuple | None:
+    """The index that cuts an invoke's part out of a batched tensor; None where the whole tensor is the invoke's."""
+    if span.whole:
+        return None
+    if len(actual) != len(expected):
+        raise ValueError(f"expected a tensor of {len(expected)} dimensions, the model gave {list(actual)}")
+    index: list[slice] = []
+    cut = False
+    for dim, (have, want) in enumerate(zip(actual, expected)):
+        if dim == 0 and have != want:
+            if have < span.start + span.rows:
+                raise ValueError(f"cannot find the invoke's rows in a value of shape {list(actual)}")
+            index.append(slice(span.start, span.start + span.rows))
+            cut = True
+        elif have == want:
+            index.append(slice(None))
+        elif have > want:
+            index.append(slice(have - want, None))
+            cut = True
+        else:
+            raise ValueError(f"the model gave shape {list(actual)} where tracing expected {expected}")
+    return tuple(index) if cut else None
+
+
+def narrow(value: Any, shapes: list, span: Span) -> Any:
+    """The invoke's part of a batched value (views, so in-place edits reach the model)."""
+    if span.whole:
+        return value
+    expected = iter(shapes)
+
+    def cut(leaf: Any) -> Any:
+        want = next(expected, None)
+        if isinstance(leaf, torch.Tensor) and want is not None:
+            index = region(leaf.shape, want, span)
+            return leaf if index is None else leaf[index]
+        return leaf
+
+    return map_leaves(cut, value)
+
+
+def replace(current: Any, new: Any, shapes: list, span: Span) -> Any:
+    """`current` with the invoke's part replaced by `new` (cast to the current dtype and device, broadcast to shape)."""
+    expected = iter(shapes)
+
+    def put(leaf: Any, value: Any) -> Any:
+        want = next(expected, None)
+        if not isinstance(leaf, torch.Tensor) or want is None:
+            return value
+        index = region(leaf.shape, want, span)
+        if isinstance(value, torch.Tensor):
+            value = value.to(device=leaf.device, dtype=leaf.dtype)
+        if index is None:
+            if not isinstance(value, torch.Tensor):
+                return torch.full_like(leaf, value)
+            return value if value.shape == leaf.shape else value.expand(leaf.shape).clone()
+        updated = leaf.clone()
+        updated[index] = value
+        return updated
+
+    return zip_map_leaves(put, current, new)
+
+
+def expected_shapes(meta_value: Any) -> list:
+    """The shape of every tensor leaf (None for other leaves), as plain lists, to store in a graph node."""
+    return [list(leaf.shape) if isinstance(leaf, torch.Tensor) else None for leaf in leaves(meta_value)]

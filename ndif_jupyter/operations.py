@@ -1,0 +1,140 @@
+"""The allowlist of tensor operations a graph may contain, by name, with the function that runs each.
+
+Tracing refuses any operation not named here, and the executor runs only these, so the same list bounds what a
+graph can do locally and on a server.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+OPERATORS: dict[str, Callable[..., Any]] = {
+    "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
+    "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
+    "and": operator.and_, "or": operator.or_, "xor": operator.xor, "lshift": operator.lshift, "rshift": operator.rshift,
+    "neg": operator.neg, "pos": operator.pos, "abs": operator.abs, "invert": operator.invert,
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+    "iadd": operator.iadd, "isub": operator.isub, "imul": operator.imul, "itruediv": operator.itruediv,
+    "getitem": operator.getitem,
+}
+
+
+def _setitem(target: Any, key: Any, value: Any) -> None:
+    if isinstance(target, torch.Tensor) and isinstance(value, torch.Tensor):
+        value = value.to(device=target.device, dtype=target.dtype)
+    target[key] = value
+
+
+OPERATORS["setitem"] = _setitem
+
+TENSOR_METHODS = frozenset("""
+    abs abs_ add add_ all amax amin any argmax argmin argsort bfloat16 bmm bool chunk clamp clamp_ clip clone
+    contiguous copy_ cos cpu cumsum detach diag diagonal diff div div_ dot double eq exp expand expand_as fill_
+    flatten flip float gather ge gt half index_fill index_fill_ index_select int isfinite isnan le log log_softmax
+    logsumexp long lt masked_fill masked_fill_ matmul max mean min mm mul mul_ narrow ne neg neg_ nan_to_num norm
+    normal_ outer permute pow prod reciprocal relu repeat repeat_interleave reshape reshape_as roll round rsqrt
+    scatter scatter_ scatter_add select sigmoid sign sin softmax sort split sqrt square squeeze std sub sub_ sum
+    t tanh to topk transpose tril triu type_as unbind unflatten unsqueeze var view view_as where zero_
+""".split())
+
+TENSOR_PROPERTIES = frozenset({"T", "mT", "H", "mH"})
+
+TORCH_FUNCTIONS = frozenset("""
+    torch.abs torch.all torch.allclose torch.amax torch.amin torch.any torch.argmax torch.argmin torch.argsort
+    torch.bmm torch.cat torch.chunk torch.clamp torch.clone torch.concat torch.cos torch.cosine_similarity
+    torch.cumsum torch.diag torch.diagonal torch.dist torch.dot torch.einsum torch.exp torch.flatten torch.flip
+    torch.full_like torch.gather torch.index_select torch.isclose torch.isnan torch.log torch.log_softmax
+    torch.logsumexp torch.masked_fill torch.matmul torch.max torch.maximum torch.mean torch.min torch.minimum
+    torch.mm torch.mul torch.nan_to_num torch.narrow torch.norm torch.ones_like torch.outer torch.permute
+    torch.prod torch.rand_like torch.randn_like torch.relu torch.reshape torch.roll torch.rsqrt torch.sigmoid
+    torch.sign torch.sin torch.softmax torch.sort torch.split torch.sqrt torch.square torch.squeeze torch.stack
+    torch.std torch.sub torch.sum torch.tanh torch.tensordot torch.topk torch.transpose torch.tril torch.triu
+    torch.unbind torch.unsqueeze torch.var torch.where torch.zeros_like torch.add torch.div
+    torch.linalg.norm torch.linalg.vector_norm torch.linalg.matrix_norm
+    torch.nn.functional.softmax torch.nn.functional.log_softmax torch.nn.functional.cosine_similarity
+    torch.nn.functional.normalize torch.nn.functional.relu torch.nn.functional.gelu torch.nn.functional.silu
+    torch.nn.functional.layer_norm torch.nn.functional.linear torch.nn.functional.kl_div
+    torch.nn.functional.cross_entropy torch.nn.functional.mse_loss torch.nn.functional.one_hot
+    torch.nn.functional.pad torch.nn.functional.dropout
+""".split())
+
+
+def _resolve(dotted: str) -> Callable[..., Any]:
+    target: Any = torch if dotted.startswith("torch.") else None
+    for part in dotted.split(".")[1:]:
+        target = getattr(target, part)
+    return target
+
+
+def _tensor_method(name: str) -> Callable[..., Any]:
+    def call(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+        return getattr(tensor, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+def _tensor_property(name: str) -> Callable[..., Any]:
+    def read(tensor: Any) -> Any:
+        return getattr(tensor, name)
+
+    read.__name__ = name
+    return read
+
+
+OPERATIONS: dict[str, Callable[..., Any]] = dict(OPERATORS)
+OPERATIONS.update({f"tensor.{name}": _tensor_method(name) for name in TENSOR_METHODS})
+OPERATIONS.update({f"tensor.{name}": _tensor_property(name) for name in TENSOR_PROPERTIES})
+OPERATIONS.update({name: _resolve(name) for name in TORCH_FUNCTIONS})
+
+MODULE_EVENTS = frozenset({
+    "module.output", "module.input", "module.inputs",
+    "module.set_output", "module.set_input", "module.set_inputs",
+    "module.call",
+})
+
+_DUNDER_OPERATORS = {f"__{name}__": name for name in OPERATORS if name not in ("and", "or", "setitem")}
+_DUNDER_OPERATORS.update({"__and__": "and", "__or__": "or", "__div__": "truediv"})
+_REVERSED_DUNDERS = {
+    f"__r{name}__": name
+    for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift")
+}
+
+
+def _torch_function_names() -> dict[Any, tuple[str, bool]]:
+    names: dict[Any, tuple[str, bool]] = {}
+    for dotted in TORCH_FUNCTIONS:
+        names[_resolve(dotted)] = (dotted, False)
+    for name in TENSOR_METHODS | TENSOR_PROPERTIES:
+        attribute = getattr(torch.Tensor, name, None)
+        if attribute is not None:
+            names[getattr(attribute, "__get__", attribute) if name in TENSOR_PROPERTIES else attribute] = (f"tensor.{name}", False)
+    for dunder, name in _DUNDER_OPERATORS.items():
+        attribute = getattr(torch.Tensor, dunder, None)
+        if attribute is not None:
+            names[attribute] = (name, False)
+    for dunder, name in _REVERSED_DUNDERS.items():
+        attribute = getattr(torch.Tensor, dunder, None)
+        if attribute is not None:
+            names[attribute] = (name, True)
+    names[torch.Tensor.__setitem__] = ("setitem", False)
+    return names
+
+
+TORCH_FUNCTION_NAMES = _torch_function_names()
+
+
+def operation_for_torch_function(func: Any) -> tuple[str, bool] | None:
+    """The allowlisted name of a torch function or Tensor method, and whether its two operands come reversed."""
+    try:
+        return TORCH_FUNCTION_NAMES.get(func)
+    except TypeError:
+        return None
+
+
+def is_allowed(op: str) -> bool:
+    return op in OPERATIONS or op in MODULE_EVENTS

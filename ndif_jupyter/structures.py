@@ -1,0 +1,52 @@
+"""Walking nested module inputs and outputs (tuples, lists, dicts, Hugging Face ModelOutputs) leaf by leaf."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def map_leaves(fn: Callable[[Any], Any], value: Any) -> Any:
+    """The same structure with `fn` applied to every leaf (anything that is not a tuple, list or dict)."""
+    if isinstance(value, tuple):
+        items = [map_leaves(fn, item) for item in value]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [map_leaves(fn, item) for item in value]
+    if isinstance(value, dict):
+        mapped = {key: map_leaves(fn, item) for key, item in value.items()}
+        return mapped if type(value) is dict else type(value)(**mapped)
+    return fn(value)
+
+
+def leaves(value: Any) -> list[Any]:
+    """Every leaf of a nested structure, in the order `map_leaves` visits them."""
+    found: list[Any] = []
+    map_leaves(found.append, value)
+    return found
+
+
+def zip_map_leaves(fn: Callable[[Any, Any], Any], value: Any, other: Any) -> Any:
+    """Like `map_leaves`, over two structures of the same shape, leaf by leaf; raises ValueError where they differ."""
+    if isinstance(value, (tuple, list)):
+        if not isinstance(other, (tuple, list)) or len(other) != len(value):
+            raise ValueError(f"expected a sequence of {len(value)} items, got {describe(other)}")
+        items = [zip_map_leaves(fn, a, b) for a, b in zip(value, other)]
+        if isinstance(value, list):
+            return items
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, dict):
+        if not isinstance(other, dict) or set(other) != set(value):
+            raise ValueError(f"expected a mapping with keys {sorted(value)}, got {describe(other)}")
+        mapped = {key: zip_map_leaves(fn, item, other[key]) for key, item in value.items()}
+        return mapped if type(value) is dict else type(value)(**mapped)
+    return fn(value, other)
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for error messages: shape and dtype for tensors, the type otherwise."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "dtype"):
+        return f"a tensor of shape {list(shape)} ({str(value.dtype).replace('torch.', '')})"
+    if isinstance(value, (tuple, list)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"

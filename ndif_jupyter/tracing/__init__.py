@@ -1,0 +1,1 @@
+"""Recording a traced block into an intervention graph: proxies, module envoys, contexts and shape checks."""

@@ -1,0 +1,82 @@
+"""The two blocks a user opens: `model.generate(...)` (several tokens, `next()` between them) and `model.trace(...)`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TraceError
+from .shapes import FORWARD_OPTIONS_FOR_GENERATE
+from .source import user_source
+from .tracer import Invoker, Tracer
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+
+class GenerateContext(Tracer):
+    """`with model.generate(max_new_tokens=N, ...) as generator:` records interventions over N generated tokens.
+
+    Keyword arguments other than `device_map` go to Hugging Face's `generate`. After the block,
+    `generator.output` holds the token ids, [batch, prompt + new].
+    """
+
+    kind = "generate"
+
+    def __init__(self, model: "Model", device_map: Any, options: dict[str, Any]):
+        options = dict(options)
+        if options.get("max_new_tokens") is None:
+            options["max_new_tokens"] = model._default_max_new_tokens()
+        if options.get("num_beams", 1) != 1:
+            raise TraceError(
+                "Beam search changes the batch during generation, so interventions cannot follow their prompts.",
+                user_source(),
+                "Leave num_beams at 1.",
+            )
+        super().__init__(model, device_map, options)
+
+    def _forward_options(self) -> dict[str, Any]:
+        options = {key: self.options[key] for key in FORWARD_OPTIONS_FOR_GENERATE if key in self.options}
+        if "logits_to_keep" not in options and self.model._shape_oracle.takes("logits_to_keep"):
+            options["logits_to_keep"] = 1  # as Hugging Face's generate does: the head runs on the last position only
+        return options
+
+
+class TraceContext(Tracer):
+    """`with model.trace(prompt) as tracer:` records interventions on one forward pass.
+
+    With a prompt, the whole block is one invoke over it; without one, open invokes with `tracer.invoke(...)`.
+    Keyword arguments other than `device_map` go to the model's forward.
+    """
+
+    kind = "trace"
+
+    def __init__(self, model: "Model", prompt: Any, device_map: Any, options: dict[str, Any]):
+        super().__init__(model, device_map, options)
+        self._prompt = prompt
+        self._implicit: Invoker | None = None
+
+    def __enter__(self) -> "TraceContext":
+        __tracebackhide__ = True
+        super().__enter__()
+        if self._prompt is not None:
+            try:
+                self._implicit = self.invoke(self._prompt)
+                self._implicit.__enter__()
+            except BaseException:
+                self.model._end(self)
+                raise
+        return self
+
+    def invoke(self, prompt: Any) -> Invoker:
+        __tracebackhide__ = True
+        if self._implicit is not None:
+            raise TraceError(
+                "This trace already has its input (the prompt given to `model.trace(...)`).",
+                user_source(),
+                "Either pass the prompt to `model.trace(...)` or use `tracer.invoke(...)`, not both.",
+            )
+        return super().invoke(prompt)
+
+    def next(self, count: int = 1) -> None:
+        __tracebackhide__ = True
+        self._advance(self._implicit or self.current, count)

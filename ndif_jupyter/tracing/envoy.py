@@ -1,0 +1,155 @@
+"""Envoy: a module of the model's tree as the user addresses it (`model.transformer.h[-1].mlp`), giving proxies of
+its `.output`, `.input` and `.inputs` inside a traced block."""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import TraceError
+from .source import user_source
+
+if TYPE_CHECKING:
+    from ..model import Model
+
+_OWN = ("_model", "_path", "_module")
+_EVENTS = ("output", "input", "inputs")
+
+
+class Envoy:
+    """One module of the tree, addressed by its dotted path. Needs no weights: it wraps the meta-device module."""
+
+    __slots__ = _OWN
+
+    def __init__(self, model: "Model", path: str, module: torch.nn.Module):
+        object.__setattr__(self, "_model", model)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_module", module)
+
+    # ----- where the user reads and writes activations -----
+    @property
+    def output(self):
+        """This module's output at the current invoke and generation step."""
+        __tracebackhide__ = True
+        return self._model._tracer_for(f"{self._display()}.output").module_get(self._path, "output")
+
+    @output.setter
+    def output(self, value: Any) -> None:
+        __tracebackhide__ = True
+        self._model._tracer_for(f"{self._display()}.output").module_set(self._path, "output", value)
+
+    @property
+    def input(self):
+        """This module's first input (the first positional argument, else the first keyword argument)."""
+        __tracebackhide__ = True
+        return self._model._tracer_for(f"{self._display()}.input").module_get(self._path, "input")
+
+    @input.setter
+    def input(self, value: Any) -> None:
+        __tracebackhide__ = True
+        self._model._tracer_for(f"{self._display()}.input").module_set(self._path, "input", value)
+
+    @property
+    def inputs(self):
+        """This module's inputs as `(args, kwargs)`."""
+        __tracebackhide__ = True
+        return self._model._tracer_for(f"{self._display()}.inputs").module_get(self._path, "inputs")
+
+    @inputs.setter
+    def inputs(self, value: Any) -> None:
+        __tracebackhide__ = True
+        self._model._tracer_for(f"{self._display()}.inputs").module_set(self._path, "inputs", value)
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        """Call this module on traced values (for example the logit lens: `model.lm_head(model.model.norm(h))`)."""
+        __tracebackhide__ = True
+        return self._model._tracer_for(f"{self._display()}(...)").module_call(self._path, args, kwargs)
+
+    # ----- walking the tree -----
+    def __getattr__(self, name: str) -> Any:
+        __tracebackhide__ = True
+        if name.startswith("__"):
+            raise AttributeError(name)
+        child = self._module._modules.get(name)
+        if child is not None:
+            return Envoy(self._model, _join(self._path, name), child)
+        if name in self._module._parameters or name in self._module._buffers:
+            raise TraceError(
+                f"`{self._display()}.{name}` is a weight; weights cannot be read or changed in an intervention graph.",
+                user_source(),
+                f"Call the module instead, for example `{self._display()}(hidden)`.",
+            )
+        try:
+            return getattr(self._module, name)
+        except AttributeError:
+            pass
+        raise AttributeError(self._unknown_name_message(name))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        __tracebackhide__ = True
+        if name in _EVENTS:
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(
+            f"`{self._display()}.{name} = ...` cannot be recorded: only `.output`, `.input` and `.inputs` can be set."
+        )
+
+    def __getitem__(self, key: int | slice | str) -> "Envoy | list[Envoy]":
+        __tracebackhide__ = True
+        names = list(self._module._modules)
+        if isinstance(key, str):
+            if key not in self._module._modules:
+                raise KeyError(self._unknown_name_message(key))
+            return Envoy(self._model, _join(self._path, key), self._module._modules[key])
+        if isinstance(key, slice):
+            return [Envoy(self._model, _join(self._path, name), self._module._modules[name]) for name in names[key]]
+        if not isinstance(self._module, (torch.nn.ModuleList, torch.nn.Sequential)):
+            raise TypeError(f"`{self._display()}` ({type(self._module).__name__}) cannot be indexed; it is not a list of modules.")
+        if not -len(names) <= key < len(names):
+            raise IndexError(f"`{self._display()}` has {len(names)} modules; index {key} is out of range.")
+        name = names[key]
+        return Envoy(self._model, _join(self._path, name), self._module._modules[name])
+
+    def __len__(self) -> int:
+        return len(self._module._modules)
+
+    def __iter__(self):
+        for name, child in self._module._modules.items():
+            yield Envoy(self._model, _join(self._path, name), child)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(self._module._modules) | {"output", "input", "inputs"})
+
+    def __repr__(self) -> str:
+        return repr(self._module)
+
+    @property
+    def path(self) -> str:
+        """The dotted path of this module in the model (`transformer.h.11`)."""
+        return self._path
+
+    def _display(self) -> str:
+        return _display_path(self._path)
+
+    def _unknown_name_message(self, name: str) -> str:
+        candidates = list(self._module._modules) + [n for n in dir(type(self._module)) if not n.startswith("_")]
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+        children = ", ".join(self._module._modules) or "none"
+        message = f"`{self._display()}` ({type(self._module).__name__}) has no module or attribute `{name}`."
+        if close:
+            message += f" Did you mean {', '.join(f'`{c}`' for c in close)}?"
+        return message + f" Its modules: {children}."
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _display_path(path: str) -> str:
+    """`model.transformer.h[11]` for the dotted path `transformer.h.11`."""
+    text = "model"
+    for part in path.split(".") if path else []:
+        text += f"[{part}]" if part.isdigit() else f".{part}"
+    return text

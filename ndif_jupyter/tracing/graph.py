@@ -1,0 +1,93 @@
+"""The intervention graph as plain data: nodes with an operation name, constant or reference arguments, and a source line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import Source
+
+
+@dataclass(frozen=True)
+class Ref:
+    """An argument that is the value of an earlier node."""
+
+    id: int
+
+
+@dataclass
+class Node:
+    """One recorded operation.
+
+    `op` names an entry of `ndif_jupyter.operations` or a module event (`module.output`, `module.set_output`, ...).
+    `args` and `kwargs` hold only constants (see `CONSTANT_TYPES`), containers of them, and `Ref`s.
+    """
+
+    id: int
+    op: str
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    source: Source | None = None
+    saved: bool = False
+
+
+@dataclass
+class Invoke:
+    """One `invoke(...)`: its prompts as token ids, one list per row, without padding."""
+
+    rows: list[list[int]]
+
+    @property
+    def length(self) -> int:
+        return max(len(row) for row in self.rows)
+
+
+@dataclass
+class Graph:
+    """Everything one run needs: the nodes, the inputs of each invoke, and the run's options.
+
+    `kind` is "trace" (one forward pass) or "generate"; `options` are keyword arguments for the model's forward or
+    for Hugging Face's `generate` (plain values only); `pad_token_id` pads rows on the left into one batch.
+    """
+
+    kind: str
+    nodes: list[Node]
+    invokes: list[Invoke]
+    options: dict[str, Any]
+    pad_token_id: int
+
+    @property
+    def batch_size(self) -> int:
+        return sum(len(invoke.rows) for invoke in self.invokes)
+
+    def saved_nodes(self) -> list[Node]:
+        return [node for node in self.nodes if node.saved]
+
+
+CONSTANT_TYPES = (type(None), bool, int, float, complex, str, slice, type(Ellipsis), torch.dtype, torch.device, torch.Tensor)
+
+
+def iter_refs(value: Any) -> Iterator[Ref]:
+    """Every Ref inside an argument, however deeply nested in tuples, lists, dicts and slices."""
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from iter_refs(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from iter_refs(item)
+    elif isinstance(value, slice):
+        yield from iter_refs((value.start, value.stop, value.step))
+
+
+def node_refs(node: Node) -> list[int]:
+    """The ids of the nodes that `node` reads, in order, without repeats."""
+    seen: dict[int, None] = {}
+    for ref in iter_refs(node.args):
+        seen[ref.id] = None
+    for ref in iter_refs(node.kwargs):
+        seen[ref.id] = None
+    return list(seen)

@@ -1,0 +1,213 @@
+"""Proxy: a stand-in for a value the model will compute; operations on it are recorded as graph nodes, not run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import TraceError, ValueNotReadyError
+from ..operations import TENSOR_METHODS, TENSOR_PROPERTIES, operation_for_torch_function
+
+if TYPE_CHECKING:
+    from .tracer import Tracer
+
+_UNSET = object()
+
+
+class Proxy:
+    """A recorded value. Knows its `.shape` and `.dtype` while tracing; `.save()` keeps it; `.value` reads it after the run."""
+
+    __slots__ = ("_tracer", "_node_id", "_meta", "_ready_at", "_invoke", "_value", "__weakref__")
+
+    def __init__(self, tracer: "Tracer", node_id: int, meta: Any, ready_at: tuple[int, int], invoke: Any):
+        self._tracer = tracer
+        self._node_id = node_id
+        self._meta = meta
+        self._ready_at = ready_at
+        self._invoke = invoke
+        self._value = _UNSET
+
+    # ----- what is known while tracing -----
+    @property
+    def shape(self) -> torch.Size:
+        return self._tensor_meta("shape").shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._tensor_meta("dtype").dtype
+
+    @property
+    def ndim(self) -> int:
+        return self._tensor_meta("ndim").ndim
+
+    def size(self, dim: int | None = None):
+        meta = self._tensor_meta("size()")
+        return meta.shape if dim is None else meta.shape[dim]
+
+    def dim(self) -> int:
+        return self._tensor_meta("dim()").ndim
+
+    def numel(self) -> int:
+        return self._tensor_meta("numel()").numel()
+
+    def __len__(self) -> int:
+        if isinstance(self._meta, torch.Tensor):
+            return self._meta.shape[0]
+        return len(self._meta)
+
+    def _tensor_meta(self, what: str) -> torch.Tensor:
+        __tracebackhide__ = True
+        if not isinstance(self._meta, torch.Tensor):
+            raise TraceError(
+                f"`.{what}` needs a tensor, but this value is {type(self._meta).__name__}.",
+                self._tracer.node_source(self._node_id),
+                "Index into it first, for example `.output[0]`.",
+            )
+        return self._meta
+
+    # ----- saving and reading -----
+    def save(self) -> "Proxy":
+        """Keep this value after the run; read it with `.value`."""
+        __tracebackhide__ = True
+        self._tracer.mark_saved(self)
+        return self
+
+    @property
+    def value(self) -> Any:
+        """The saved value, a CPU tensor (or a structure of them), once the block has run."""
+        __tracebackhide__ = True
+        if self._value is _UNSET:
+            raise ValueNotReadyError(self._tracer.value_not_ready_message(self._node_id))
+        return self._value
+
+    # ----- token indexing -----
+    def token(self, index: int) -> "Proxy":
+        """Token `index` of this invoke's own prompt (padding does not move it); negative counts from the end."""
+        __tracebackhide__ = True
+        return self._tracer.token(self, index)
+
+    t = token
+
+    # ----- recording -----
+    def __getattr__(self, name: str) -> Any:
+        __tracebackhide__ = True
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if name in TENSOR_PROPERTIES:
+            return self._tracer.record(f"tensor.{name}", (self,), {})
+        if name in TENSOR_METHODS:
+            return _BoundMethod(self, name)
+        raise AttributeError(self._tracer.unsupported_attribute_message(self, name))
+
+    def __getitem__(self, key: Any) -> "Proxy":
+        __tracebackhide__ = True
+        return self._tracer.record("getitem", (self, key), {})
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        __tracebackhide__ = True
+        self._tracer.record("setitem", (self, key, value), {})
+
+    def __iter__(self):
+        __tracebackhide__ = True
+        for index in range(len(self)):
+            yield self[index]
+
+    def __bool__(self) -> bool:
+        __tracebackhide__ = True
+        raise TraceError(
+            "A traced value has no truth value while the block is being recorded: `if`, `and`, `or` and `while` "
+            "on it cannot be recorded.",
+            self._tracer.node_source(self._node_id),
+            "Use tensor operations instead, for example `torch.where(condition, a, b)`.",
+        )
+
+    def __index__(self) -> int:
+        __tracebackhide__ = True
+        raise TraceError(
+            "A traced value cannot be used as a Python integer while the block is being recorded.",
+            self._tracer.node_source(self._node_id),
+        )
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        if self._value is not _UNSET:
+            return f"<Proxy saved: {_short(self._value)}>"
+        return f"<Proxy {self._tracer.node_op(self._node_id)}: {_short(self._meta)}>"
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        __tracebackhide__ = True
+        tracer = next(a._tracer for a in _proxies_in((args, kwargs)))
+        found = operation_for_torch_function(func)
+        if found is None:
+            name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+            raise TraceError(
+                f"`{name}` is not an operation an intervention graph can contain.",
+                tracer.current_source(),
+                "See ndif_jupyter.operations for the operations that are allowed.",
+            )
+        op, reversed_operands = found
+        if reversed_operands:
+            args = (args[1], args[0], *args[2:])
+        return tracer.record(op, tuple(args), dict(kwargs or {}))
+
+
+def _binary(op: str, reverse: bool = False):
+    def method(self, other):
+        __tracebackhide__ = True
+        operands = (other, self) if reverse else (self, other)
+        return self._tracer.record(op, operands, {})
+
+    method.__name__ = f"__{'r' if reverse else ''}{op}__"
+    return method
+
+
+def _unary(op: str):
+    def method(self):
+        __tracebackhide__ = True
+        return self._tracer.record(op, (self,), {})
+
+    method.__name__ = f"__{op}__"
+    return method
+
+
+for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift"):
+    setattr(Proxy, f"__{_op}__", _binary(_op))
+    setattr(Proxy, f"__r{_op}__", _binary(_op, reverse=True))
+for _op in ("eq", "ne", "lt", "le", "gt", "ge", "iadd", "isub", "imul", "itruediv"):
+    setattr(Proxy, f"__{_op}__", _binary(_op))
+for _op in ("neg", "pos", "abs", "invert"):
+    setattr(Proxy, f"__{_op}__", _unary(_op))
+
+
+class _BoundMethod:
+    """`proxy.mean` before it is called: calling it records `tensor.mean`."""
+
+    __slots__ = ("_proxy", "_name")
+
+    def __init__(self, proxy: Proxy, name: str):
+        self._proxy = proxy
+        self._name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Proxy:
+        __tracebackhide__ = True
+        return self._proxy._tracer.record(f"tensor.{self._name}", (self._proxy, *args), kwargs)
+
+
+def _proxies_in(value: Any):
+    if isinstance(value, Proxy):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _proxies_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _proxies_in(item)
+
+
+def _short(value: Any) -> str:
+    from ..structures import describe
+
+    return describe(value)

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny checkpoints built once per test session, and a check that no hook outlives a run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tiny_models import build_gpt2, build_llama
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory):
+    return build_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory):
+    return build_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def gpt2(gpt2_dir):
+    from ndif_jupyter import Model
+
+    return Model(str(gpt2_dir))
+
+
+@pytest.fixture
+def llama(llama_dir):
+    from ndif_jupyter import Model
+
+    return Model(str(llama_dir))
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    from ndif_jupyter import Model
+
+    return Model()
+
+
+def hook_count(module: torch.nn.Module) -> int:
+    """Every forward hook and pre-hook registered anywhere in a module tree."""
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_with_kwargs", {}))
+        for m in module.modules()
+    )
