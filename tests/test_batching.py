@@ -111,3 +111,25 @@ def test_an_edit_in_one_invoke_leaves_the_other_untouched(gpt2: Model):
     _, short_alone = alone_trace(gpt2, SHORT)
     assert_close(untouched.value, long_alone, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(edited.value, short_alone)
+
+
+def test_batched_generation_values_at_every_step_equal_each_prompt_alone(llama: Model):
+    def values(generator_prompts, watched):
+        saved = {}
+        with llama.generate(max_new_tokens=2, do_sample=False) as generator:
+            for prompt in generator_prompts:
+                with generator.invoke(prompt) as invoker:
+                    if prompt == watched:
+                        saved["head0"] = llama.lm_head.output.save()
+                        saved["norm_in0"] = llama.model.layers[1].input_layernorm.inputs[0][0].save()
+                        invoker.next()
+                        saved["layer1"] = llama.model.layers[-1].output.save()
+                        saved["head1"] = llama.lm_head.output.save()
+        return {key: proxy.value for key, proxy in saved.items()}
+
+    batched = values([SHORT, LONG], SHORT)
+    alone = values([SHORT], SHORT)
+    assert batched["head0"].shape == (1, 1, len(llama.tokenizer))
+    for key in alone:
+        assert batched[key].shape == alone[key].shape, key
+        assert_close(batched[key], alone[key], rtol=1e-5, atol=1e-5)

@@ -177,3 +177,26 @@ def test_an_unknown_model_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     with pytest.raises(NDIFError, match="Could not find the model 'no-such/model'"):
         Model("no-such/model")
+
+
+def test_nothing_of_a_run_stays_alive_after_it(gpt2: Model):
+    import gc
+    import weakref
+
+    with gpt2.trace(PROMPT):
+        gpt2.lm_head.output.save()
+    seen = []
+    handle = gpt2.local_model.lm_head.register_forward_hook(lambda m, a, out: seen.append(weakref.ref(out)))
+    try:
+        with gpt2.trace(PROMPT):
+            kept = gpt2.lm_head.output.save()
+        with pytest.raises(ExecutionError):
+            with gpt2.trace(PROMPT):
+                gpt2.lm_head.output.save()
+                gpt2.lm_head.output[:, torch.tensor([100])].save()
+    finally:
+        handle.remove()
+    gc.collect()
+    assert len(seen) == 2
+    assert all(ref() is None for ref in seen), "a run left the model's output tensor referenced"
+    assert kept.value.shape[1] == 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +104,7 @@ class _Run:
         input_ids, attention_mask, self.spans = build_inputs(self.graph, self.device)
         handles = self._register_hooks()
         output_ids = None
+        failure: NDIFError | None = None
         try:
             with torch.no_grad():
                 for node in self.nodes:
@@ -113,17 +115,22 @@ class _Run:
                     output_ids = self._generate(input_ids, attention_mask)
                 else:
                     self._forward(input_ids, attention_mask)
-        except NDIFError:
-            raise
+        except NDIFError as error:
+            failure = error
         except Exception as error:
-            raise ExecutionError(
-                f"The model failed while running the graph: {type(error).__name__}: {error}",
+            failure = ExecutionError(
+                f"The model failed while running the graph: {type(error).__name__}: {error}{_where(error)}",
                 hint="Check the values your block writes into the model (their shapes and dtypes).",
-            ) from error
+            )
         finally:
             for handle in handles:
                 handle.remove()
             self.values.clear()
+            self.heap.clear()
+        if failure is not None:
+            # Raised without its traceback or chained errors: their frames would keep the run's tensors alive.
+            failure.__cause__ = failure.__context__ = None
+            raise failure.with_traceback(None)
         missing = self._finish()
         return ExecutionResult(self.saved, output_ids, missing, self.forward_calls, time.perf_counter() - started)
 
@@ -218,7 +225,7 @@ class _Run:
         except NDIFError:
             raise
         except Exception as error:
-            raise ExecutionError(f"`{_display(node)}` failed: {type(error).__name__}: {error}", node.source) from error
+            raise ExecutionError(f"`{_display(node)}` failed: {type(error).__name__}: {error}", node.source) from None
         self.values[node_id] = value
         self.done[node_id] = True
         for read in self.reads[node_id]:
@@ -263,7 +270,7 @@ class _Run:
             else:
                 state.value = _with_first_input(state.value, replace(_first_input(state.value), new_value, shapes, span))
         except ValueError as error:
-            raise ExecutionError(f"`{_display(node)}` cannot be written: {error}", node.source) from error
+            raise ExecutionError(f"`{_display(node)}` cannot be written: {error}", node.source) from None
         state.changed = True
         return None
 
@@ -332,6 +339,14 @@ class _Run:
             if not self.done[read]:
                 return self._first_blocker(read)
         return node_id
+
+
+def _where(error: Exception) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return ""
+    last = frames[-1]
+    return f" (raised at {last.filename}, line {last.lineno})"
 
 
 def _first_input(inputs: tuple[tuple, dict]) -> Any:

@@ -381,7 +381,7 @@ class Tracer:
             self.state = "failed"
             self.failure = f"running the graph failed ({type(error).__name__})"
             if isinstance(error, (ExecutionError, TraceError)):
-                raise error.with_traceback(None) from error.__cause__
+                raise error.with_traceback(None) from None
             raise
         self.state = "done"
         self.result = result
