@@ -222,21 +222,38 @@ class Tracer:
         __tracebackhide__ = True
         source = user_source()
         meta = proxy._meta
-        if not isinstance(meta, torch.Tensor) or meta.ndim < 2:
-            raise TraceError(
-                f"`.t({index})` indexes tokens on dimension 1, but this value is {describe(meta)}.", source
-            )
         invoker = proxy._invoke or self.current
-        if invoker is None or index < 0:
-            return self.record("getitem", (proxy, (slice(None), index)), {})
-        sequence = meta.shape[1]
-        prompt_step = sequence >= invoker.length
-        own = min(len(row) for row in invoker.rows) if prompt_step else sequence
+        if not isinstance(meta, torch.Tensor) or meta.ndim == 0 or invoker is None:
+            raise TraceError(f"`.t({index})` indexes the tokens of a tensor, but this value is {describe(meta)}.", source)
+        step = max(proxy._ready_at[0], 0)
+        cached = step > 0 and self._forward_options().get("use_cache", True)
+        sequence = 1 if cached else invoker.length + step
+        if meta.ndim >= 2 and meta.shape[1] == sequence:
+            prefix: tuple = (slice(None),)
+            pads = [0] * len(invoker.rows) if cached else invoker.pads
+        elif meta.shape[0] == sequence:
+            prefix = ()
+            pads = [0] if cached else sorted(set(invoker.pads))
+            if len(pads) > 1:
+                raise TraceError(
+                    f"`.t({index})` cannot tell which prompt's padding applies to a value without its batch dimension.",
+                    source,
+                    "Index tokens before selecting a row: `value.t(i)[row]`.",
+                )
+        else:
+            raise TraceError(
+                f"`.t({index})` looks for the token dimension (length {sequence}) on dimension 1 or 0, but this value "
+                f"has shape {list(meta.shape)}.",
+                source,
+            )
+        if index < 0:
+            return self.record("getitem", (proxy, (*prefix, index)), {})
+        own = sequence - max(pads)
         if index >= own:
             raise TraceError(f"`.t({index})` is past the last token: this value has {own} tokens per prompt.", source)
-        positions = [pad + index for pad in invoker.pads] if prompt_step else [index] * len(invoker.rows)
+        positions = [pad + index for pad in pads]
         if len(set(positions)) == 1:
-            key: tuple = (slice(None), positions[0])
+            key: tuple = (*prefix, positions[0])
         else:
             key = (torch.arange(len(positions)), torch.tensor(positions))
         return self.record("getitem", (proxy, key), {})
