@@ -8,7 +8,6 @@ support, and saved as an ordinary checkpoint folder, which later loads in well u
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,11 +138,6 @@ def _convert_gguf(gguf: Path, target: Path, progress: bool) -> None:
     plain.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     del quantized, plain
-
-
-def remove_cached(name: str) -> None:
-    """Delete a model's folder from the checkpoint cache."""
-    shutil.rmtree(cached_folder(name), ignore_errors=True)
 
 
 def _say(progress: bool, message: str) -> None:

@@ -10,7 +10,6 @@ import operator
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 OPERATORS: dict[str, Callable[..., Any]] = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ExecutionError, NDIFError
 from ..operations import OPERATIONS
-from ..structures import describe, map_leaves
+from ..structures import map_leaves
 from ..tracing.graph import Graph, Node, Ref, node_refs
 from .batching import Span, build_inputs, narrow, position_ids_from, replace
 
@@ -395,5 +395,3 @@ def _display(node: Node) -> str:
         return node.source.line.strip()
     return node.op
 
-
-__all__ = ["ExecutionResult", "execute", "saved_copy", "describe"]

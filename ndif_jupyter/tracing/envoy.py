@@ -131,7 +131,7 @@ class Envoy:
         return self._path
 
     def _display(self) -> str:
-        return _display_path(self._path)
+        return display_path(self._path)
 
     def _unknown_name_message(self, name: str) -> str:
         candidates = list(self._module._modules) + [n for n in dir(type(self._module)) if not n.startswith("_")]
@@ -147,7 +147,7 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-def _display_path(path: str) -> str:
+def display_path(path: str) -> str:
     """`model.transformer.h[11]` for the dotted path `transformer.h.11`."""
     text = "model"
     for part in path.split(".") if path else []:

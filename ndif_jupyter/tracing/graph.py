@@ -62,9 +62,6 @@ class Graph:
     def batch_size(self) -> int:
         return sum(len(invoke.rows) for invoke in self.invokes)
 
-    def saved_nodes(self) -> list[Node]:
-        return [node for node in self.nodes if node.saved]
-
 
 CONSTANT_TYPES = (type(None), bool, int, float, complex, str, slice, type(Ellipsis), torch.dtype, torch.device, torch.Tensor)
 

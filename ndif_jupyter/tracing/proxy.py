@@ -8,6 +8,7 @@ import torch
 
 from ..errors import TraceError, ValueNotReadyError
 from ..operations import TENSOR_METHODS, TENSOR_PROPERTIES, operation_for_torch_function
+from ..structures import describe
 
 if TYPE_CHECKING:
     from .tracer import Tracer
@@ -133,8 +134,8 @@ class Proxy:
 
     def __repr__(self) -> str:
         if self._value is not _UNSET:
-            return f"<Proxy saved: {_short(self._value)}>"
-        return f"<Proxy {self._tracer.node_op(self._node_id)}: {_short(self._meta)}>"
+            return f"<Proxy saved: {describe(self._value)}>"
+        return f"<Proxy {self._tracer.node_op(self._node_id)}: {describe(self._meta)}>"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -205,9 +206,3 @@ def _proxies_in(value: Any):
     elif isinstance(value, dict):
         for item in value.values():
             yield from _proxies_in(item)
-
-
-def _short(value: Any) -> str:
-    from ..structures import describe
-
-    return describe(value)

@@ -2,13 +2,14 @@
 
 A forward pass of the meta-device model under torch's FakeTensorMode costs no weights and no memory, but it is not
 free (a fraction of a second for a 30-layer model), so each result is kept per (rows, prompt length, step, options):
-tracing the same shapes again costs a dictionary look-up.
+tracing the same shapes again costs a dictionary look-up. The last CACHED_SHAPES input shapes are kept.
 """
 
 from __future__ import annotations
 
 import inspect
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..structures import map_leaves
 
+CACHED_SHAPES = 64
 FORWARD_OPTIONS_FOR_GENERATE = ("output_attentions", "output_hidden_states", "use_cache", "logits_to_keep")
 
 
@@ -60,7 +62,7 @@ class ShapeOracle:
 
     def __init__(self, meta_model: torch.nn.Module):
         self._model = meta_model
-        self._chains: dict[tuple, _Chain] = {}
+        self._chains: OrderedDict[tuple, _Chain] = OrderedDict()
         self._lock = threading.Lock()
         parameters = inspect.signature(meta_model.forward).parameters
         self._parameters = frozenset(parameters)
@@ -74,7 +76,10 @@ class ShapeOracle:
     def step(self, rows: int, length: int, step: int, forward_options: dict[str, Any]) -> StepRecord:
         key = (rows, length, tuple(sorted(forward_options.items())))
         with self._lock:
-            chain = self._chains.setdefault(key, _Chain())
+            chain = self._chains.pop(key, None) or _Chain()
+            self._chains[key] = chain
+            while len(self._chains) > CACHED_SHAPES:
+                self._chains.popitem(last=False)
             while len(chain.records) <= step:
                 self._advance(chain, rows, length, forward_options)
             return chain.records[step]

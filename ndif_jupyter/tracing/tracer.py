@@ -8,7 +8,8 @@ import torch
 
 from ..errors import ExecutionError, Source, TraceError
 from ..operations import OPERATIONS
-from ..structures import describe, leaves, zip_map_leaves
+from ..structures import describe, leaves, map_leaves, zip_map_leaves
+from .envoy import display_path
 from .graph import CONSTANT_TYPES, Graph, Invoke, Node, Ref
 from .proxy import Proxy, _proxies_in
 from .shapes import ModuleRecord, to_meta
@@ -170,7 +171,7 @@ class Tracer:
         record = self._record_for(invoker, path, source)
         expected = _event_value(record, kind)
         event = record.pre_event if kind != "output" else record.post_event
-        where = f"{_display_path(path)}.{kind}"
+        where = f"{display_path(path)}.{kind}"
         try:
             zip_map_leaves(_check_assignable, expected, self._meta_of(value))
         except (ValueError, TypeError) as error:
@@ -178,7 +179,7 @@ class Tracer:
         ready = self._ready_of(value)
         if ready > (invoker.step, event):
             raise TraceError(
-                f"`{where}` is set from a value that the model computes only after {_display_path(path)} has run.",
+                f"`{where}` is set from a value that the model computes only after {display_path(path)} has run.",
                 source,
                 "A module's output can only be changed with values computed before or at that module.",
             )
@@ -195,7 +196,7 @@ class Tracer:
             meta = to_meta(self.model._shape_oracle.call(module, self._meta_of(args), self._meta_of(kwargs)))
         except Exception as error:
             raise TraceError(
-                f"Calling `{_display_path(path)}` on these values fails: {type(error).__name__}: {error}", source
+                f"Calling `{display_path(path)}` on these values fails: {type(error).__name__}: {error}", source
             ) from None
         graph_args = (path, self._to_graph(tuple(args), source), self._to_graph(dict(kwargs), source))
         node = self._add("module.call", graph_args, {}, source)
@@ -293,7 +294,7 @@ class Tracer:
         record = step.modules.get(path)
         if record is None or record.post_event < 0:
             raise TraceError(
-                f"`{_display_path(path)}` is not called during the model's forward pass, so it has no values.",
+                f"`{display_path(path)}` is not called during the model's forward pass, so it has no values.",
                 source,
             )
         return record
@@ -451,14 +452,10 @@ def _event_value(record: ModuleRecord, kind: str) -> Any:
 
 def _fresh(value: Any) -> Any:
     """Meta tensors of their own for one proxy, so that in-place changes to them do not reach the shape cache."""
-    from ..structures import map_leaves
-
     return map_leaves(lambda leaf: leaf.detach() if isinstance(leaf, torch.Tensor) else leaf, value)
 
 
 def _constant_meta(value: Any) -> Any:
-    from ..structures import map_leaves
-
     return map_leaves(lambda leaf: leaf.to("meta") if isinstance(leaf, torch.Tensor) else leaf, value)
 
 
@@ -484,12 +481,6 @@ def _plain_options(options: dict[str, Any]) -> dict[str, Any]:
                 user_source(),
             )
     return dict(options)
-
-
-def _display_path(path: str) -> str:
-    from .envoy import _display_path as display
-
-    return display(path)
 
 
 _OP_SYMBOLS = {
