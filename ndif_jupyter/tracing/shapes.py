@@ -3,6 +3,10 @@
 A forward pass of the meta-device model under torch's FakeTensorMode costs no weights and no memory, but it is not
 free (a fraction of a second for a 30-layer model), so each result is kept per (rows, prompt length, step, options):
 tracing the same shapes again costs a dictionary look-up. The last CACHED_SHAPES input shapes are kept.
+
+Once three prompt lengths have run for the same rows, step and options, a new length needs no forward pass: every
+dimension of every recorded tensor is fitted as `a + b * length` on those three, and the fit gives the new shapes
+(a dimension that does not fit a line on all three makes the oracle run the real pass instead).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..structures import map_leaves
+from ..structures import leaves, map_leaves
 
 CACHED_SHAPES = 64
+SAMPLES_FOR_A_FIT = 3
 FORWARD_OPTIONS_FOR_GENERATE = ("output_attentions", "output_hidden_states", "use_cache", "logits_to_keep")
 
 
@@ -63,6 +68,8 @@ class ShapeOracle:
     def __init__(self, meta_model: torch.nn.Module):
         self._model = meta_model
         self._chains: OrderedDict[tuple, _Chain] = OrderedDict()
+        self._derived: OrderedDict[tuple, StepRecord] = OrderedDict()
+        self.forward_passes = 0
         self._lock = threading.Lock()
         parameters = inspect.signature(meta_model.forward).parameters
         self._parameters = frozenset(parameters)
@@ -74,15 +81,45 @@ class ShapeOracle:
         return name in self._parameters
 
     def step(self, rows: int, length: int, step: int, forward_options: dict[str, Any]) -> StepRecord:
-        key = (rows, length, tuple(sorted(forward_options.items())))
+        options = tuple(sorted(forward_options.items()))
+        key = (rows, length, options)
         with self._lock:
+            chain = self._chains.get(key)
+            if chain is not None and len(chain.records) > step:
+                self._chains.move_to_end(key)
+                return chain.records[step]
+            derived_key = (rows, length, step, options)
+            derived = self._derived.get(derived_key) or self._derive(rows, length, step, options)
+            if derived is not None:
+                _remember(self._derived, derived_key, derived)
+                return derived
             chain = self._chains.pop(key, None) or _Chain()
-            self._chains[key] = chain
-            while len(self._chains) > CACHED_SHAPES:
-                self._chains.popitem(last=False)
+            _remember(self._chains, key, chain)
             while len(chain.records) <= step:
                 self._advance(chain, rows, length, forward_options)
             return chain.records[step]
+
+    def _derive(self, rows: int, length: int, step: int, options: tuple) -> StepRecord | None:
+        samples = [
+            (sample_length, chain.records[step])
+            for (sample_rows, sample_length, sample_options), chain in reversed(self._chains.items())
+            if sample_rows == rows and sample_options == options and len(chain.records) > step
+        ][:SAMPLES_FOR_A_FIT]
+        if len(samples) < SAMPLES_FOR_A_FIT:
+            return None
+        first_length, first = samples[0]
+        modules: dict[str, ModuleRecord] = {}
+        for path, record in first.modules.items():
+            others = [sample.modules.get(path) for _, sample in samples[1:]]
+            if any(other is None for other in others):
+                return None
+            parts = [(r.args, r.kwargs, r.output) for r in (record, *others)]
+            fitted = _fit_leaves([(n, p) for (n, _), p in zip(samples, parts)], length)
+            if fitted is None:
+                return None
+            args, kwargs, output = fitted
+            modules[path] = ModuleRecord(record.pre_event, record.post_event, args, kwargs, output)
+        return StepRecord(modules)
 
     def _advance(self, chain: _Chain, rows: int, length: int, forward_options: dict[str, Any]) -> None:
         step = len(chain.records)
@@ -127,6 +164,7 @@ class ShapeOracle:
                     kwargs["use_cache"] = True
                     if chain.cache is not None:
                         kwargs[self._cache_kwarg] = chain.cache
+                self.forward_passes += 1
                 output = self._model(**kwargs)
                 chain.cache = (getattr(output, "cache", None) or getattr(output, "past_key_values", None)) if use_cache else None
         finally:
@@ -143,3 +181,63 @@ class ShapeOracle:
         """What calling one meta module on meta values returns (for `model.lm_head(hidden)` in a graph)."""
         with self._lock, torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
             return module(*args, **kwargs)
+
+
+def _remember(cache: OrderedDict, key: tuple, value: Any) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHED_SHAPES:
+        cache.popitem(last=False)
+
+
+def _fit_leaves(samples: list[tuple[int, Any]], length: int) -> Any | None:
+    """The first sample's structure with every tensor shape fitted linearly in the prompt length; None if it does not fit."""
+    leaf_lists = [leaves(value) for _, value in samples]
+    if len({len(found) for found in leaf_lists}) != 1:
+        return None
+    shapes: list[torch.Size | None] = []
+    for column in zip(*leaf_lists):
+        tensors = [leaf for leaf in column if isinstance(leaf, torch.Tensor)]
+        if not tensors:
+            shapes.append(None)
+            continue
+        if len(tensors) != len(column) or len({t.ndim for t in tensors}) != 1:
+            return None
+        shape = []
+        for dim in range(tensors[0].ndim):
+            points = [(n, t.shape[dim]) for (n, _), t in zip(samples, tensors)]
+            size = _line_through(points, length)
+            if size is None:
+                return None
+            shape.append(size)
+        shapes.append(torch.Size(shape))
+    fitted = iter(shapes)
+
+    def rebuild(leaf: Any) -> Any:
+        shape = next(fitted)
+        return leaf if shape is None else _empty_like_layout(shape, leaf)
+
+    return map_leaves(rebuild, samples[0][1])
+
+
+def _line_through(points: list[tuple[int, int]], at: int) -> int | None:
+    (x0, y0), (x1, y1) = points[0], points[1]
+    if x0 == x1 or (y1 - y0) % (x1 - x0):
+        return None
+    slope = (y1 - y0) // (x1 - x0)
+    intercept = y0 - slope * x0
+    if any(intercept + slope * x != y for x, y in points):
+        return None
+    value = intercept + slope * at
+    return value if value > 0 else None
+
+
+def _empty_like_layout(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """A meta tensor of `shape` whose dimensions are laid out in memory in the same order as `like`'s."""
+    order = sorted(range(like.ndim), key=lambda d: like.stride(d), reverse=True)
+    strides = [0] * like.ndim
+    step = 1
+    for dim in reversed(order):
+        strides[dim] = 0 if like.stride(dim) == 0 and like.shape[dim] > 1 else step
+        step *= max(shape[dim], 1) if strides[dim] else 1
+    return torch.empty_strided(shape, strides, dtype=like.dtype, device="meta")
