@@ -48,6 +48,12 @@ class ValueNotReadyError(NDIFError):
     """`.value` was read before the graph that computes it has run."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def _compose(message: str, source: Source | None, hint: str | None) -> str:
     parts = [message]
     if source is not None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .checkpoints import DEFAULT_MODEL, checkpoint_dir, resolve
-from .errors import NDIFError, TraceError
+from .errors import NDIFError, TraceError, first_line
 from .execution.executor import ExecutionResult, execute
 from .tracing.contexts import GenerateContext, TraceContext
 from .tracing.envoy import Envoy
@@ -42,7 +42,7 @@ class Model:
         except OSError as error:
             raise NDIFError(
                 f"Could not find the model {self.name!r}: not a folder, not in the checkpoint cache "
-                f"({checkpoint_dir()}), and the model hub did not provide it ({_first_line(error)}).\n"
+                f"({checkpoint_dir()}), and the model hub did not provide it ({first_line(error)}).\n"
                 "Pass a local checkpoint folder, put one in the checkpoint cache, or use Model() for the default model."
             ) from None
         tokenizer.padding_side = "left"
@@ -202,8 +202,3 @@ def _default_device_map() -> str:
 def _single_device(model: torch.nn.Module) -> bool:
     devices = set(getattr(model, "hf_device_map", {}).values())
     return len(devices) <= 1 and "disk" not in devices
-
-
-def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -50,3 +50,15 @@ def describe(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)} items"
     return f"a {type(value).__name__}"
+
+
+def leaf_shapes(value: Any) -> list:
+    """The shape of every tensor leaf as a plain list (None for other leaves), in `leaves` order."""
+    return [list(leaf.shape) if hasattr(leaf, "shape") and hasattr(leaf, "dtype") else None for leaf in leaves(value)]
+
+
+def first_input(args: tuple, kwargs: dict) -> Any:
+    """A module's `.input`: its first positional argument, else its first keyword argument."""
+    if args:
+        return args[0]
+    return next(iter(kwargs.values()))

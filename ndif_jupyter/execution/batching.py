@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..structures import leaves, map_leaves, zip_map_leaves
+from ..structures import map_leaves, zip_map_leaves
 from ..tracing.graph import Graph
 
 
@@ -109,8 +109,3 @@ def replace(current: Any, new: Any, shapes: list, span: Span) -> Any:
         return updated
 
     return zip_map_leaves(put, current, new)
-
-
-def expected_shapes(meta_value: Any) -> list:
-    """The shape of every tensor leaf (None for other leaves), as plain lists, to store in a graph node."""
-    return [list(leaf.shape) if isinstance(leaf, torch.Tensor) else None for leaf in leaves(meta_value)]

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ExecutionError, NDIFError
 from ..operations import OPERATIONS
-from ..structures import map_leaves
+from ..structures import first_input, map_leaves
 from ..tracing.graph import Graph, Node, Ref, node_refs
 from .batching import Span, build_inputs, narrow, position_ids_from, replace
 
@@ -260,7 +260,7 @@ class _Run:
         if node.op == "module.inputs":
             return narrow(state.value, shapes, span)
         if node.op == "module.input":
-            return narrow(_first_input(state.value), shapes, span)
+            return narrow(first_input(*state.value), shapes, span)
         new_value = self._resolve(self.constants[node.id][0][3])
         try:
             if node.op == "module.set_output":
@@ -268,7 +268,7 @@ class _Run:
             elif node.op == "module.set_inputs":
                 state.value = replace(state.value, tuple(new_value), shapes, span)
             else:
-                state.value = _with_first_input(state.value, replace(_first_input(state.value), new_value, shapes, span))
+                state.value = _with_first_input(state.value, replace(first_input(*state.value), new_value, shapes, span))
         except ValueError as error:
             raise ExecutionError(f"`{_display(node)}` cannot be written: {error}", node.source) from None
         state.changed = True
@@ -347,13 +347,6 @@ def _where(error: Exception) -> str:
         return ""
     last = frames[-1]
     return f" (raised at {last.filename}, line {last.lineno})"
-
-
-def _first_input(inputs: tuple[tuple, dict]) -> Any:
-    args, kwargs = inputs
-    if args:
-        return args[0]
-    return next(iter(kwargs.values()))
 
 
 def _with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, dict]:

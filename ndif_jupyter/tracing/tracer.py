@@ -6,9 +6,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import ExecutionError, Source, TraceError
+from ..errors import ExecutionError, Source, TraceError, first_line
 from ..operations import OPERATIONS
-from ..structures import describe, leaves, map_leaves, zip_map_leaves
+from ..structures import (
+    describe,
+    first_input,
+    leaf_shapes,
+    leaves,
+    map_leaves,
+    zip_map_leaves,
+)
 from .envoy import display_path
 from .graph import CONSTANT_TYPES, Graph, Invoke, Node, Ref
 from .proxy import Proxy, _proxies_in
@@ -160,7 +167,7 @@ class Tracer:
         record = self._record_for(invoker, path, source)
         value = _event_value(record, kind)
         event = record.pre_event if kind != "output" else record.post_event
-        shapes = [list(leaf.shape) if isinstance(leaf, torch.Tensor) else None for leaf in leaves(value)]
+        shapes = leaf_shapes(value)
         node = self._add(_GETTER_OPS[kind], (path, invoker.index, invoker.step), {"shapes": shapes}, source)
         return self._proxy(node, _fresh(value), (invoker.step, event), invoker)
 
@@ -183,7 +190,7 @@ class Tracer:
                 source,
                 "A module's output can only be changed with values computed before or at that module.",
             )
-        shapes = [list(leaf.shape) if isinstance(leaf, torch.Tensor) else None for leaf in leaves(expected)]
+        shapes = leaf_shapes(expected)
         graph_value = self._to_graph(value, source)
         self._add(_SETTER_OPS[kind], (path, invoker.index, invoker.step, graph_value), {"shapes": shapes}, source)
 
@@ -212,7 +219,7 @@ class Tracer:
             raise
         except Exception as error:
             raise TraceError(
-                f"`{_op_text(op)}` fails on the traced values ({_operand_text(args)}): {_first_line(error)}",
+                f"`{_op_text(op)}` fails on the traced values ({_operand_text(args)}): {first_line(error)}",
                 source,
                 "Shapes are checked while the block is recorded, before any weights load; fix the shapes here.",
             ) from None
@@ -314,7 +321,7 @@ class Tracer:
     def _meta_of(self, value: Any) -> Any:
         if isinstance(value, Proxy):
             if value._tracer is not self:
-                return _constant_meta(value.value)
+                return to_meta(value.value)
             return value._meta
         if isinstance(value, torch.Tensor):
             return value.to("meta")
@@ -445,18 +452,12 @@ def _event_value(record: ModuleRecord, kind: str) -> Any:
         return record.output
     if kind == "inputs":
         return (record.args, record.kwargs)
-    if record.args:
-        return record.args[0]
-    return next(iter(record.kwargs.values()))
+    return first_input(record.args, record.kwargs)
 
 
 def _fresh(value: Any) -> Any:
     """Meta tensors of their own for one proxy, so that in-place changes to them do not reach the shape cache."""
     return map_leaves(lambda leaf: leaf.detach() if isinstance(leaf, torch.Tensor) else leaf, value)
-
-
-def _constant_meta(value: Any) -> Any:
-    return map_leaves(lambda leaf: leaf.to("meta") if isinstance(leaf, torch.Tensor) else leaf, value)
 
 
 def _check_assignable(expected: Any, value: Any) -> None:
@@ -499,8 +500,3 @@ def _operand_text(args: tuple) -> str:
         meta = arg._meta if isinstance(arg, Proxy) else arg
         texts.append(describe(meta) if isinstance(meta, torch.Tensor) else repr(meta)[:40])
     return ", ".join(texts)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
