@@ -133,3 +133,26 @@ def test_batched_generation_values_at_every_step_equal_each_prompt_alone(llama: 
     for key in alone:
         assert batched[key].shape == alone[key].shape, key
         assert_close(batched[key], alone[key], rtol=1e-5, atol=1e-5)
+
+
+def test_attention_patterns_of_a_batched_invoke_equal_the_prompt_alone(gpt2_dir):
+    model = Model(str(gpt2_dir), attn_implementation="eager")
+
+    def pattern(prompts, watched, generate):
+        block = model.generate(max_new_tokens=2, do_sample=False, output_attentions=True) if generate \
+            else model.trace(output_attentions=True)
+        with block as tracer:
+            for prompt in prompts:
+                with tracer.invoke(prompt) as invoker:
+                    if prompt == watched:
+                        if generate:
+                            invoker.next()
+                        saved = model.transformer.h[0].attn.output[1].save()
+        return saved.value
+
+    n = len(model.tokenizer(SHORT)["input_ids"])
+    for generate, shape in ((False, (1, 4, n, n)), (True, (1, 4, 1, n + 1))):
+        batched = pattern([SHORT, LONG], SHORT, generate)
+        alone = pattern([SHORT], SHORT, generate)
+        assert batched.shape == alone.shape == shape
+        assert_close(batched, alone, rtol=1e-5, atol=1e-5)
