@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import torch
+
 
 def map_leaves(fn: Callable[[Any], Any], value: Any) -> Any:
     """The same structure with `fn` applied to every leaf (anything that is not a tuple, list or dict)."""
@@ -54,7 +56,7 @@ def describe(value: Any) -> str:
 
 def leaf_shapes(value: Any) -> list:
     """The shape of every tensor leaf as a plain list (None for other leaves), in `leaves` order."""
-    return [list(leaf.shape) if hasattr(leaf, "shape") and hasattr(leaf, "dtype") else None for leaf in leaves(value)]
+    return [list(leaf.shape) if isinstance(leaf, torch.Tensor) else None for leaf in leaves(value)]
 
 
 def first_input(args: tuple, kwargs: dict) -> Any:

@@ -107,14 +107,12 @@ class ShapeOracle:
         ][:SAMPLES_FOR_A_FIT]
         if len(samples) < SAMPLES_FOR_A_FIT:
             return None
-        first_length, first = samples[0]
         modules: dict[str, ModuleRecord] = {}
-        for path, record in first.modules.items():
-            others = [sample.modules.get(path) for _, sample in samples[1:]]
-            if any(other is None for other in others):
+        for path, record in samples[0][1].modules.items():
+            found = [(n, sample.modules.get(path)) for n, sample in samples]
+            if any(r is None for _, r in found):
                 return None
-            parts = [(r.args, r.kwargs, r.output) for r in (record, *others)]
-            fitted = _fit_leaves([(n, p) for (n, _), p in zip(samples, parts)], length)
+            fitted = _fit_leaves([(n, (r.args, r.kwargs, r.output)) for n, r in found], length)
             if fitted is None:
                 return None
             args, kwargs, output = fitted
