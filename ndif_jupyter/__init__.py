@@ -6,11 +6,27 @@
         with generator.invoke("The Eiffel Tower is in the city of") as invoker:
             hidden = model.model.layers[-1].output.save()
     hidden.value
+
+In a notebook, `%load_ext ndif_jupyter` adds the `%%ndif generate` cell magic, which records a whole cell as a block.
 """
 
 from .errors import ExecutionError, NDIFError, TraceError, ValueNotReadyError
 from .model import Model
 from .tracing.proxy import Proxy
+
+
+def load_ipython_extension(shell):
+    """`%load_ext ndif_jupyter`: the `%ndif`/`%%ndif` magics (see `%%ndif?`)."""
+    from .magics import load_ipython_extension as load
+
+    load(shell)
+
+
+def unload_ipython_extension(shell):
+    from .magics import unload_ipython_extension as unload
+
+    unload(shell)
+
 
 __version__ = "0.1.0"
 

@@ -8,11 +8,13 @@ support, and saved as an ordinary checkpoint folder, which later loads in well u
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from urllib.parse import urlparse
 
 DEFAULT_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_ALIASES = frozenset({DEFAULT_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct"})
@@ -49,6 +51,30 @@ def resolve(name: str) -> str:
     if is_checkpoint(folder):
         return str(folder)
     return name
+
+
+def is_local(name: str) -> bool:
+    """Whether `name` loads without a download: a folder, or a checkpoint already in the cache."""
+    if name in DEFAULT_MODEL_ALIASES:
+        return is_checkpoint(cached_folder(DEFAULT_MODEL))
+    return Path(name).expanduser().is_dir() or is_checkpoint(cached_folder(name))
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the model hub ($HF_ENDPOINT, else huggingface.co) answers a TCP connection within `timeout` seconds.
+
+    Checked before asking the hub for a model, so that a machine without it fails at once instead of after the
+    hub client's retries.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def list_cached() -> list[str]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
 import torch
 
-from .checkpoints import DEFAULT_MODEL, checkpoint_dir, resolve
+from .checkpoints import DEFAULT_MODEL, checkpoint_dir, hub_reachable, resolve
 from .errors import NDIFError, TraceError, first_line
 from .execution.executor import ExecutionResult, execute
 from .tracing.contexts import GenerateContext, TraceContext
@@ -36,18 +37,23 @@ class Model:
 
         self.name = name or DEFAULT_MODEL
         self._source = resolve(self.name)
+        offline = not os.path.isdir(self._source) and not hub_reachable()
+        found = {"cache_dir": str(checkpoint_dir()), "local_files_only": offline}
         try:
-            config = AutoConfig.from_pretrained(self._source, cache_dir=str(checkpoint_dir()))
-            tokenizer = AutoTokenizer.from_pretrained(self._source, cache_dir=str(checkpoint_dir()), padding_side="left")
+            config = AutoConfig.from_pretrained(self._source, **found)
+            tokenizer = AutoTokenizer.from_pretrained(self._source, padding_side="left", **found)
         except OSError as error:
+            hub = "the model hub cannot be reached from this machine" if offline else (
+                f"the model hub did not provide it ({first_line(error)})")
             raise NDIFError(
                 f"Could not find the model {self.name!r}: not a folder, not in the checkpoint cache "
-                f"({checkpoint_dir()}), and the model hub did not provide it ({first_line(error)}).\n"
+                f"({checkpoint_dir()}), and {hub}.\n"
                 "Pass a local checkpoint folder, put one in the checkpoint cache, or use Model() for the default model."
             ) from None
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None and tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
+        self._local_files_only = offline
         self.config = config
         self.tokenizer = tokenizer
         self._dtype = _resolve_dtype(dtype, config)
@@ -90,7 +96,8 @@ class Model:
             else:
                 extra = {"attn_implementation": self._attn_implementation} if self._attn_implementation else {}
                 loaded = AutoModelForCausalLM.from_pretrained(
-                    self._source, device_map=wanted, dtype=self._dtype, cache_dir=str(checkpoint_dir()), **extra
+                    self._source, device_map=wanted, dtype=self._dtype, cache_dir=str(checkpoint_dir()),
+                    local_files_only=self._local_files_only, **extra,
                 )
                 loaded.eval()
                 self.local_model = loaded
@@ -175,12 +182,16 @@ class Model:
         configured = getattr(generation_config, "max_new_tokens", None)
         return int(configured) if configured else 20
 
-    def _execute(self, graph: Graph, device_map: Any) -> ExecutionResult:
+    def _check_device_map(self, device_map: Any) -> None:
+        """Refuse, when a block opens, a `device_map` whose runner is not available."""
         if device_map == SERVER:
             raise NDIFError(
                 "device_map='server' runs the graph in the Jupyter server extension, which this installation "
                 "does not provide yet. Use device_map='cpu', 'cuda' or 'auto' to run it here."
             )
+
+    def _execute(self, graph: Graph, device_map: Any) -> ExecutionResult:
+        self._check_device_map(device_map)
         return execute(graph, self.dispatch(device_map))
 
 

@@ -45,3 +45,26 @@ def hook_count(module: torch.nn.Module) -> int:
         len(m._forward_hooks) + len(m._forward_pre_hooks) + len(getattr(m, "_forward_hooks_with_kwargs", {}))
         for m in module.modules()
     )
+
+
+@pytest.fixture(scope="session")
+def _global_shell():
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython()
+
+
+@pytest.fixture
+def ip(_global_shell):
+    """A real IPython shell with an empty namespace and the extension freshly loaded."""
+    import ndif_jupyter
+
+    shell = _global_shell
+    shell.reset(new_session=False)
+    if "ndif_jupyter" in shell.extension_manager.loaded:
+        ndif_jupyter.unload_ipython_extension(shell)
+        ndif_jupyter.load_ipython_extension(shell)
+    else:
+        shell.run_line_magic("load_ext", "ndif_jupyter")
+    yield shell
+    shell.reset(new_session=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 
 from ndif_jupyter import Model
@@ -56,3 +57,26 @@ def test_dtype_can_be_chosen(gpt2_dir):
         h = model.transformer.h[0].output.save()
         assert h.dtype == torch.bfloat16
     assert h.value.dtype == torch.bfloat16
+
+
+def test_the_hub_is_asked_only_when_it_answers(monkeypatch):
+    import socket
+
+    from ndif_jupyter.checkpoints import hub_reachable
+    from ndif_jupyter.errors import NDIFError
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{listening.getsockname()[1]}")
+        assert hub_reachable()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert not hub_reachable()
+    with pytest.raises(NDIFError, match="the model hub cannot be reached from this machine"):
+        Model("some-org/some-model")
+    monkeypatch.delenv("HF_ENDPOINT")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub_reachable()

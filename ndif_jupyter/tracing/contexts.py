@@ -26,12 +26,14 @@ class GenerateContext(Tracer):
         options = dict(options)
         if options.get("max_new_tokens") is None:
             options["max_new_tokens"] = model._default_max_new_tokens()
-        if options.get("num_beams", 1) != 1:
-            raise TraceError(
-                "Beam search changes the batch during generation, so interventions cannot follow their prompts.",
-                user_source(),
-                "Leave num_beams at 1.",
-            )
+        for key in ("num_beams", "num_return_sequences"):
+            if options.get(key) not in (None, 1):
+                raise TraceError(
+                    f"{key}={options[key]} changes the batch during generation, so interventions cannot follow "
+                    "their prompts.",
+                    user_source(),
+                    f"Leave {key} at 1; to get several samples of a prompt, give it several times.",
+                )
         super().__init__(model, device_map, options)
 
     def _forward_options(self) -> dict[str, Any]:

@@ -197,6 +197,24 @@ class _BoundMethod:
         return self._proxy._tracer.record(f"tensor.{self._name}", (self._proxy, *args), kwargs)
 
 
+def resolve_saved(value: Any, tracer: "Tracer") -> Any:
+    """`value` with each saved proxy of `tracer` replaced by its value, looking inside lists, tuples and dicts.
+
+    Returns `value` itself when it holds no such proxy.
+    """
+    if isinstance(value, Proxy):
+        return value._value if value._tracer is tracer and value._value is not _UNSET else value
+    if type(value) in (list, tuple):
+        items = [resolve_saved(item, tracer) for item in value]
+        changed = any(new is not old for new, old in zip(items, value))
+        return type(value)(items) if changed else value
+    if type(value) is dict:
+        items = {key: resolve_saved(item, tracer) for key, item in value.items()}
+        changed = any(items[key] is not value[key] for key in value)
+        return items if changed else value
+    return value
+
+
 def _proxies_in(value: Any):
     if isinstance(value, Proxy):
         yield value

@@ -69,6 +69,8 @@ class Tracer:
     kind = "trace"
 
     def __init__(self, model: "Model", device_map: Any, options: dict[str, Any]):
+        __tracebackhide__ = True
+        model._check_device_map(device_map)
         self.model = model
         self.device_map = device_map
         self.options = _plain_options(options)

@@ -1,0 +1,91 @@
+"""`%%ndif` in a real Jupyter kernel: results, the error reply of a failing cell, "Run All" stopping, completion."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    manager, client = start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT)
+    try:
+        yield client
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def execute(client, code: str) -> tuple[dict, list[dict]]:
+    """Run `code`; the execute reply's content and the IOPub messages it produced."""
+    messages: list[dict] = []
+    reply = client.execute_interactive(code, timeout=TIMEOUT, output_hook=messages.append)
+    return reply["content"], messages
+
+
+def test_a_cell_runs_in_the_kernel_and_a_failing_cell_replies_with_its_error(kernel, gpt2_dir):
+    content, _ = execute(kernel, f"%load_ext ndif_jupyter\ntiny = {str(gpt2_dir)!r}")
+    assert content["status"] == "ok"
+
+    content, messages = execute(kernel, '''%%ndif generate $tiny --max-new-tokens 2 --prompt "Hello world"
+hidden = model.transformer.h[-1].output.save()
+''')
+    assert content["status"] == "ok"
+    shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
+    assert len(shown) == 1 and "text/html" in shown[0]
+    assert "generated 2 tokens for 1 prompt" in shown[0]["text/plain"] and "hidden" in shown[0]["text/plain"]
+    content, messages = execute(kernel, "tuple(hidden.shape), type(hidden).__name__")
+    results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+    assert results == ["((1, 2, 64), 'Tensor')"]
+
+    content, messages = execute(kernel, '''%%ndif generate $tiny --max-new-tokens 2 --prompt "Hello world"
+first = model.transformer.h[0].output.save()
+second = model.transformer.h[0].output @ model.transformer.h[0].output
+''')
+    assert content["status"] == "error"
+    assert content["ename"] == "TraceError" and "fails on the traced values" in content["evalue"]
+    errors = [m["content"] for m in messages if m["msg_type"] == "error"]
+    assert len(errors) == 1, "the error is shown once"
+    text = "\n".join(errors[0]["traceback"])
+    number = content["execution_count"]
+    assert f"Cell In[{number}], line 3" in _plain(text)
+    assert "ndif_jupyter" not in text and "run_cell_magic" not in text
+    content, messages = execute(kernel, "'first' in globals(), 'model' in globals()")
+    results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+    assert results == ["(False, False)"]
+
+
+def test_completion_through_the_kernel(kernel, gpt2_dir):
+    execute(kernel, f"%load_ext ndif_jupyter\ntiny = {str(gpt2_dir)!r}")
+    code = f"%%ndif generate {gpt2_dir}\nh = model.transformer.h[0].ml"
+    kernel.complete(code, len(code))
+    reply = kernel.get_shell_msg(timeout=TIMEOUT)
+    content = reply["content"]
+    assert content["status"] == "ok"
+    inserted = [code[: content["cursor_start"]] + match + code[content["cursor_end"]:] for match in content["matches"]]
+    assert code[:-2] + "mlp" in inserted
+
+
+def test_run_all_stops_at_a_failing_ndif_cell(gpt2_dir):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext ndif_jupyter"),
+        nbformat.v4.new_code_cell(f'%%ndif trace {gpt2_dir} --prompt "Hello world"\nh = model.transformer.hh'),
+        nbformat.v4.new_code_cell("reached = True"),
+    ]
+    client = NotebookClient(notebook, timeout=TIMEOUT, kernel_name="python3")
+    with pytest.raises(CellExecutionError) as caught:
+        client.execute()
+    assert "AttributeError" in str(caught.value) and "Did you mean `h`" in str(caught.value)
+    assert notebook.cells[2].execution_count is None and notebook.cells[2].outputs == []
+
+
+def _plain(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
