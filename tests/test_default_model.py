@@ -72,3 +72,16 @@ def test_a_batched_invoke_equals_the_prompt_alone(default_model: Model):
     with model.trace("Paris is"):
         alone = model.lm_head.output.save()
     assert_close(short.value, alone.value, rtol=1e-4, atol=1e-4)
+
+
+def test_a_cell_without_a_model_runs_on_the_default_model(ip, default_model: Model):
+    result = ip.run_cell(f'''%%ndif generate --max-new-tokens 1 --prompt "{PROMPT}" --no-display
+hidden = model.model.layers[-1].output.save()
+''', store_history=True)
+    assert result.success
+    last = ip.user_ns["_ndif"]
+    assert last.model == "SmolLM2-135M-Instruct" and last.generated == [" Paris"]
+    with default_model.generate(max_new_tokens=1) as generator:
+        with generator.invoke(PROMPT):
+            hidden = default_model.model.layers[-1].output.save()
+    assert torch.equal(ip.user_ns["hidden"], hidden.value)
