@@ -183,11 +183,16 @@ class Model:
         return int(configured) if configured else 20
 
     def _check_device_map(self, device_map: Any) -> None:
-        """Refuse, when a block opens, a `device_map` whose runner is not available."""
+        """Refuse, when a block opens, a `device_map` whose runner or device is not available."""
         if device_map == SERVER:
             raise NDIFError(
                 "device_map='server' runs the graph in the Jupyter server extension, which this installation "
                 "does not provide yet. Use device_map='cpu', 'cuda' or 'auto' to run it here."
+            )
+        if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
+            raise NDIFError(
+                f"device_map={device_map!r} needs a CUDA GPU, and torch sees none on this machine.\n"
+                "Use device_map='cpu' (or leave it out: the default is the GPU when there is one, else the CPU)."
             )
 
     def _execute(self, graph: Graph, device_map: Any) -> ExecutionResult:

@@ -200,3 +200,12 @@ def test_nothing_of_a_run_stays_alive_after_it(gpt2: Model):
     assert len(seen) == 2
     assert all(ref() is None for ref in seen), "a run left the model's output tensor referenced"
     assert kept.value.shape[1] == 8
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_asking_for_a_gpu_on_a_machine_without_one_fails_when_the_block_opens(gpt2: Model):
+    from ndif_jupyter import NDIFError
+
+    with pytest.raises(NDIFError, match="needs a CUDA GPU"):
+        gpt2.generate(device_map="cuda", max_new_tokens=1)
+    assert gpt2.local_model is None
