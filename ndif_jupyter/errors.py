@@ -46,6 +46,14 @@ class ExecutionError(NDIFError):
         super().__init__(_compose(message, source, hint))
 
 
+class RunCancelled(NDIFError):
+    """A run was stopped on request before it finished."""
+
+
+class ProtocolError(NDIFError):
+    """A request or result does not follow the wire format (docs/protocol.md), or asks for what is not allowed."""
+
+
 class ValueNotReadyError(NDIFError):
     """`.value` was read before the graph that computes it has run."""
 

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .checkpoints import DEFAULT_MODEL, checkpoint_dir, hub_reachable, resolve
+from .client import SERVER_URL_ENV, ServerClient, missing_server_message
 from .errors import NDIFError, TraceError, first_line
 from .execution.executor import ExecutionResult, execute
 from .tracing.contexts import GenerateContext, TraceContext
@@ -185,10 +186,9 @@ class Model:
     def _check_device_map(self, device_map: Any) -> None:
         """Refuse, when a block opens, a `device_map` whose runner or device is not available."""
         if device_map == SERVER:
-            raise NDIFError(
-                "device_map='server' runs the graph in the Jupyter server extension, which this installation "
-                "does not provide yet. Use device_map='cpu', 'cuda' or 'auto' to run it here."
-            )
+            if not os.environ.get(SERVER_URL_ENV):
+                raise NDIFError(missing_server_message())
+            return
         if isinstance(device_map, str) and device_map.startswith("cuda") and not torch.cuda.is_available():
             raise NDIFError(
                 f"device_map={device_map!r} needs a CUDA GPU, and torch sees none on this machine.\n"
@@ -197,6 +197,8 @@ class Model:
 
     def _execute(self, graph: Graph, device_map: Any) -> ExecutionResult:
         self._check_device_map(device_map)
+        if device_map == SERVER:
+            return ServerClient.from_environment().run(graph, self.name)
         return execute(graph, self.dispatch(device_map))
 
 

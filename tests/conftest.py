@@ -7,6 +7,8 @@ import torch
 
 from tiny_models import build_gpt2, build_llama
 
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 
 @pytest.fixture(scope="session")
 def gpt2_dir(tmp_path_factory):

@@ -12,7 +12,7 @@ import heapq
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -38,9 +38,13 @@ _GETTERS = {"module.output": "post", "module.input": "pre", "module.inputs": "pr
 _SETTERS = {"module.set_output": "post", "module.set_input": "pre", "module.set_inputs": "pre"}
 
 
-def execute(graph: Graph, model: torch.nn.Module) -> ExecutionResult:
-    """Run `graph` on `model` (a Hugging Face causal LM with its weights loaded) and collect the saved values."""
-    return _Run(graph, model).run()
+def execute(graph: Graph, model: torch.nn.Module, on_forward: Callable[[int], None] | None = None) -> ExecutionResult:
+    """Run `graph` on `model` (a Hugging Face causal LM with its weights loaded) and collect the saved values.
+
+    `on_forward(n)`, when given, is called before the model's n-th forward pass (1 for a trace, one per generated
+    token): a place to report progress, or to stop the run by raising an NDIFError such as RunCancelled.
+    """
+    return _Run(graph, model, on_forward).run()
 
 
 def saved_copy(value: Any) -> Any:
@@ -64,9 +68,11 @@ class _EventState:
 
 
 class _Run:
-    def __init__(self, graph: Graph, model: torch.nn.Module):
+    def __init__(self, graph: Graph, model: torch.nn.Module, on_forward: Callable[[int], None] | None = None):
         self.graph = graph
         self.model = model
+        self.on_forward = on_forward
+        self.passes = 0
         self.nodes = graph.nodes
         self.device = model.get_input_embeddings().weight.device
         count = len(self.nodes)
@@ -152,6 +158,8 @@ class _Run:
 
     def _register_hooks(self) -> list:
         handles = []
+        if self.on_forward is not None:
+            handles.append(self.model.register_forward_pre_hook(self._report_forward))
         if self.graph.kind == "generate":
             handles.append(self.model.register_forward_pre_hook(self._count_step))
         for path, phase in {(path, phase) for path, phase, _ in self.events}:
@@ -161,6 +169,11 @@ class _Run:
             else:
                 handles.append(module.register_forward_hook(self._post_hook(path), with_kwargs=True))
         return handles
+
+    def _report_forward(self, module, args):
+        if not self.suspended:
+            self.passes += 1
+            self.on_forward(self.passes)
 
     def _count_step(self, module, args):
         if not self.suspended:

@@ -49,7 +49,8 @@ class Graph:
     """Everything one run needs: the nodes, the inputs of each invoke, and the run's options.
 
     `kind` is "trace" (one forward pass) or "generate"; `options` are keyword arguments for the model's forward or
-    for Hugging Face's `generate` (plain values only); `pad_token_id` pads rows on the left into one batch.
+    for Hugging Face's `generate` (plain values only); `pad_token_id` pads rows on the left into one batch;
+    `saved_bytes` is the size of the saved values as traced, which a server checks against its limit before running.
     """
 
     kind: str
@@ -57,6 +58,7 @@ class Graph:
     invokes: list[Invoke]
     options: dict[str, Any]
     pad_token_id: int
+    saved_bytes: int = 0
 
     @property
     def batch_size(self) -> int:

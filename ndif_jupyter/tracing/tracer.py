@@ -390,6 +390,8 @@ class Tracer:
             [Invoke(invoker.rows) for invoker in self.invokes],
             dict(self.options),
             self.model._pad_token_id,
+            sum(leaf.numel() * leaf.element_size() for proxy in self._saved for leaf in leaves(proxy._meta)
+                if isinstance(leaf, torch.Tensor)),
         )
 
     def _run(self) -> None:

@@ -1,0 +1,94 @@
+"""NDIFServer: the `ndif` extension app, its configuration, and what it tells the kernels it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import IOLoop
+from traitlets import Dict, Enum, Integer, List, Unicode, Union, default
+
+from ndif_jupyter.checkpoints import DEFAULT_MODEL
+from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
+from ndif_jupyter.protocol.validation import Limits
+
+from .backends.local import LocalBackend
+from .handlers import handlers
+from .jobs import JobStore
+
+_WILDCARD_HOSTS = ("", "0.0.0.0", "::", "*")
+
+
+class NDIFServer(ExtensionApp):
+    """Runs intervention graphs sent by kernels on models this server keeps loaded, for all of a user's notebooks."""
+
+    name = "ndif"
+    load_other_extensions = True
+
+    backend = Enum(["local"], default_value="local", config=True,
+                   help="Where jobs run: 'local' (this server process).")
+    models = List(Unicode(), config=True,
+                  help="The models served: names from the checkpoint cache or hub, or checkpoint folders.")
+    response_path = Unicode(config=True, help="The folder where job records and results are kept.")
+    device_map = Union([Unicode(), Dict()], default_value=None, allow_none=True, config=True,
+                       help="Where served weights load ('cpu', 'cuda', 'auto', ...); default: the GPU if any.")
+    max_new_tokens = Integer(512, config=True, help="The most tokens one job may generate.")
+    max_result_bytes = Integer(2 * 1024**3, config=True, help="The largest result one job may produce.")
+    max_nodes = Integer(20_000, config=True, help="The most nodes one graph may have.")
+    max_batch_size = Integer(64, config=True, help="The most prompts one job may run together.")
+    max_prompt_tokens = Integer(8192, config=True, help="The longest prompt, in tokens.")
+    keep_jobs = Integer(1000, config=True, help="How many finished jobs (and their results) are kept on disk.")
+
+    @default("models")
+    def _default_models(self) -> list[str]:
+        return [DEFAULT_MODEL]
+
+    @default("response_path")
+    def _default_response_path(self) -> str:
+        return os.path.join(jupyter_data_dir(), "ndif", "responses")
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_nodes, self.max_new_tokens, self.max_batch_size, self.max_prompt_tokens,
+                      self.max_result_bytes)
+
+    def limits_document(self) -> dict[str, int]:
+        limits = self.limits
+        return {key: getattr(limits, key) for key in limits.__dataclass_fields__}
+
+    def initialize_settings(self) -> None:
+        self.store = JobStore(Path(self.response_path).expanduser(), keep=self.keep_jobs)
+        self.runner = LocalBackend(self.models, self.store, self.device_map, self.max_result_bytes, self.log)
+        self.settings["ndif"] = self
+        self._export_location()
+        IOLoop.current().add_callback(self._on_loop_start)
+        self.log.info("ndif: serving %s with the %s backend; results in %s", ", ".join(self.models), self.backend,
+                      self.response_path)
+
+    def _on_loop_start(self) -> None:
+        self.store.bind_loop(asyncio.get_running_loop())
+        self._export_location()  # the port is known for sure once the server listens
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(handlers())
+
+    async def stop_extension(self) -> None:
+        self.runner.shutdown()
+
+    def _export_location(self) -> None:
+        """Tell kernels this server starts where the API is and how to authenticate (they inherit the environment)."""
+        app = self.serverapp
+        if app is None or app.sock:
+            return
+        host = "127.0.0.1" if app.ip in _WILDCARD_HOSTS else app.ip
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if app.certfile else "http"
+        os.environ[SERVER_URL_ENV] = f"{scheme}://{host}:{app.port}{app.base_url}ndif/api/"
+        token = getattr(app.identity_provider, "token", "") or ""
+        if token:
+            os.environ[SERVER_TOKEN_ENV] = token
+        else:
+            os.environ.pop(SERVER_TOKEN_ENV, None)

@@ -1,0 +1,89 @@
+"""What every backend shares: the served model names, their meta module trees, and errors as JSON."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import torch
+
+from ndif_jupyter import Model
+from ndif_jupyter.checkpoints import DEFAULT_MODEL_ALIASES
+
+from ..jobs import Job
+
+
+class Backend:
+    """Serves the models named in `models`; subclasses run the jobs (`submit`, `cancel`)."""
+
+    def __init__(self, models: list[str]):
+        self.models = list(models)
+        self._built: dict[str, Model] = {}
+        self._build_lock = threading.Lock()
+
+    def served_name(self, requested: str) -> str | None:
+        """The served model a request's model name means: the same name, another name of the default model, or
+        the same folder."""
+        if requested in self.models:
+            return requested
+        for name in self.models:
+            if requested in DEFAULT_MODEL_ALIASES and name in DEFAULT_MODEL_ALIASES:
+                return name
+            if os.path.isdir(requested) and os.path.isdir(name) and os.path.samefile(requested, name):
+                return name
+        return None
+
+    def model(self, name: str) -> Model:
+        """The served model `name` as a `Model`: config, tokenizer and meta module tree, built on first use."""
+        with self._build_lock:
+            if name not in self._built:
+                self._built[name] = Model(name)
+            return self._built[name]
+
+    def loaded(self, name: str) -> bool:
+        built = self._built.get(name)
+        return built is not None and built.local_model is not None
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """GET models' entry for one model: its class, size, whether it is loaded, and its module tree."""
+        model = self.model(name)
+        return {
+            "name": name,
+            "class": type(model._meta_model).__name__,
+            "parameters": sum(p.numel() for p in model._meta_model.parameters()),
+            "loaded": self.loaded(name),
+            "modules": module_tree(model._meta_model),
+        }
+
+    def submit(self, job: Job, graph: Any) -> None:
+        raise NotImplementedError
+
+    def cancel(self, job: Job) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Stop taking jobs."""
+
+
+def module_tree(module: torch.nn.Module, name: str = "") -> dict[str, Any]:
+    """A module and its children as JSON: name, class, parameter count (with the children's), children."""
+    children = [module_tree(child, child_name) for child_name, child in module.named_children()]
+    own = sum(p.numel() for p in module.parameters(recurse=False))
+    return {
+        "name": name,
+        "class": type(module).__name__,
+        "parameters": own + sum(child["parameters"] for child in children),
+        "children": children,
+    }
+
+
+def error_document(error: BaseException) -> dict[str, Any]:
+    """An error as JSON for the job's status: its type, message, hint, and the user's line that recorded it."""
+    source = getattr(error, "source", None)
+    return {
+        "type": type(error).__name__,
+        "message": getattr(error, "message", None) or str(error),
+        "hint": getattr(error, "hint", None),
+        "source": {"file": source.filename, "line": source.lineno, "text": source.line} if source else None,
+    }

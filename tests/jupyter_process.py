@@ -1,0 +1,158 @@
+"""A real `jupyter server` process for tests, and kernels started through its REST API, driven over its websocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+
+STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class JupyterServerProcess:
+    """`python -m jupyter server` on loopback with a token and the given configuration (JSON, as a config file)."""
+
+    def __init__(self, config: dict[str, Any], base_url: str = "/", token: str | None = None):
+        self.config = config
+        self.base_url = base_url
+        self.token = token or uuid.uuid4().hex
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="jupyter-server-"))
+        self.log_path = self.folder / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
+
+    def __enter__(self) -> "JupyterServerProcess":
+        (self.folder / "jupyter_server_config.json").write_text(json.dumps(self.config))
+        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(self.folder))
+        env.pop("NDIF_SERVER_URL", None)
+        env.pop("NDIF_SERVER_TOKEN", None)
+        command = [
+            sys.executable, "-m", "jupyter", "server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
+            f"--port={self.port}", f"--IdentityProvider.token={self.token}", f"--ServerApp.base_url={self.base_url}",
+            f"--ServerApp.root_dir={self.folder}",
+        ]
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"jupyter server exited:\n{self.log_path.read_text()}")
+            try:
+                self.get("api/status")
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"jupyter server did not answer in {STARTUP_SECONDS} s:\n{self.log_path.read_text()}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        request.add_header("Authorization", f"token {self.token}")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.read()
+
+    def get(self, path: str) -> Any:
+        return json.loads(self.request("GET", path))
+
+    def start_kernel(self) -> "RemoteKernel":
+        kernel = json.loads(self.request("POST", "api/kernels", json.dumps({"name": "python3"}).encode()))
+        return RemoteKernel(self, kernel["id"])
+
+
+@dataclass
+class Execution:
+    """What one execute request produced."""
+
+    status: str
+    stdout: str = ""
+    stderr: str = ""
+    results: list[dict] = field(default_factory=list)
+    displays: list[dict] = field(default_factory=list)
+    error: dict | None = None
+
+
+class RemoteKernel:
+    """A kernel of a Jupyter server (or kernel gateway), run through its websocket channels."""
+
+    def __init__(self, server: JupyterServerProcess, kernel_id: str):
+        self.server = server
+        self.id = kernel_id
+        self.session = uuid.uuid4().hex
+
+    def execute(self, code: str, timeout: float = 300) -> Execution:
+        return asyncio.run(asyncio.wait_for(self._execute(code), timeout))
+
+    def restart(self) -> None:
+        self.server.request("POST", f"api/kernels/{self.id}/restart", b"{}")
+
+    async def _execute(self, code: str) -> Execution:
+        url = self.server.url.replace("http://", "ws://") + f"api/kernels/{self.id}/channels?session_id={self.session}"
+        request = HTTPRequest(url, headers={"Authorization": f"token {self.server.token}"})
+        connection = await websocket_connect(request, max_message_size=1 << 30)
+        try:
+            msg_id = uuid.uuid4().hex
+            connection.write_message(json.dumps({
+                "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": "execute_request",
+                           "version": "5.3", "date": ""},
+                "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
+                "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                            "allow_stdin": False, "stop_on_error": True},
+            }))
+            outcome = Execution(status="")
+            idle = False
+            while not (outcome.status and idle):
+                raw = await connection.read_message()
+                if raw is None:
+                    raise ConnectionError("the kernel's websocket closed")
+                if isinstance(raw, bytes):
+                    continue
+                message = json.loads(raw)
+                if message.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                kind, content = message["msg_type"], message["content"]
+                if kind == "execute_reply":
+                    outcome.status = content["status"]
+                elif kind == "status" and content["execution_state"] == "idle":
+                    idle = True
+                elif kind == "stream":
+                    setattr(outcome, content["name"], getattr(outcome, content["name"]) + content["text"])
+                elif kind == "execute_result":
+                    outcome.results.append(content["data"])
+                elif kind == "display_data":
+                    outcome.displays.append(content["data"])
+                elif kind == "error":
+                    outcome.error = content
+            return outcome
+        finally:
+            connection.close()

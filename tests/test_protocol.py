@@ -1,0 +1,132 @@
+"""The wire format: values, requests and results round-trip exactly, follow the documented JSON Schemas, and carry
+nothing but data."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from jsonschema import Draft202012Validator
+
+from ndif_jupyter import Model
+from ndif_jupyter.errors import ProtocolError
+from ndif_jupyter.execution.executor import ExecutionResult, execute
+from ndif_jupyter.protocol.container import unpack
+from ndif_jupyter.protocol.request import decode_request, encode_request
+from ndif_jupyter.protocol.result import decode_result, encode_result
+from ndif_jupyter.protocol.schema import schema
+from ndif_jupyter.protocol.values import TensorTable, decode_value, encode_value
+from ndif_jupyter.tracing.graph import Ref
+
+DOC = Path(__file__).parent.parent / "docs" / "protocol.md"
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+@pytest.mark.parametrize("value", [
+    None, True, 0, -3, 2.5, "text", [1, [2.0, "x"]], (1, (2,)), {"a": (1, None)}, Ref(4), slice(None, -1, 2),
+    slice(Ref(1), None, None), Ellipsis, torch.float16, torch.bfloat16, torch.device("cpu"), complex(1, -2),
+    (Ellipsis, slice(None), 3), float("inf"), float("-inf"),
+])
+def test_values_round_trip(value):
+    table = TensorTable()
+    data = json.loads(json.dumps(encode_value(value, table), allow_nan=False))
+    back = decode_value(data, table.tensors)
+    assert back == value and type(back) is type(value)
+
+
+def test_nan_and_tensors_round_trip():
+    table = TensorTable()
+    tensor = torch.arange(6, dtype=torch.int32).reshape(2, 3)
+    data = encode_value({"nan": float("nan"), "t": tensor, "again": tensor}, table)
+    assert data["dict"]["t"] == data["dict"]["again"] == {"tensor": "t0"}, "one tensor is stored once"
+    back = decode_value(json.loads(json.dumps(data)), table.tensors)
+    assert math.isnan(back["nan"]) and torch.equal(back["t"], tensor)
+
+
+@pytest.mark.parametrize("value", [{1, 2}, {1: "a"}, object(), torch.zeros(2, dtype=torch.complex64), print])
+def test_what_is_not_data_cannot_travel(value):
+    with pytest.raises(ProtocolError):
+        encode_value(value, TensorTable())
+
+
+@pytest.mark.parametrize("data", [{"tuple": [1], "dict": {}}, {"code": "import os"}, {"ref": "3"}, {"tensor": "t9"},
+                                  {"dtype": "object"}, {"float": "1e999"}])
+def test_decoding_refuses_what_the_format_does_not_define(data):
+    with pytest.raises(ProtocolError):
+        decode_value(data, {})
+
+
+def _block(model: Model):
+    with model.generate(max_new_tokens=2) as block:
+        with block.invoke(["Hello world", "The quick brown fox"]):
+            h = model.transformer.h[0].output
+            h[:, -1] = h[:, -1] * 2 + torch.ones(64)
+            kept = model.transformer.h[1].output.save()
+            probs = model.lm_head.output[..., :5].softmax(-1).save()
+        with block.invoke("hi"):
+            model.transformer.h[2].mlp.output = model.transformer.h[2].mlp.output * 0.5
+            first = model.transformer.h[3].output.t(0).save()
+    return block, {kept._node_id: kept.value, probs._node_id: probs.value, first._node_id: first.value}
+
+
+def test_a_request_round_trips_and_runs_to_the_same_values(gpt2: Model):
+    block, local = _block(gpt2)
+    graph = block.graph()
+    name, decoded = decode_request(encode_request(graph, gpt2.name))
+    assert name == gpt2.name
+    assert [(n.op, n.saved) for n in decoded.nodes] == [(n.op, n.saved) for n in graph.nodes]
+    assert decoded.invokes == graph.invokes and decoded.options == graph.options
+    assert decoded.saved_bytes == graph.saved_bytes == sum(v.numel() * v.element_size() for v in local.values())
+    assert [n.source for n in decoded.nodes] == [n.source for n in graph.nodes]
+    result = execute(decoded, gpt2.local_model)
+    for node_id, value in local.items():
+        assert torch.equal(result.saved[node_id], value)
+    assert torch.equal(result.output_ids, block.output)
+
+
+def test_a_result_round_trips_exactly():
+    result = ExecutionResult(
+        {0: torch.randn(2, 3), 4: (torch.ones(2, dtype=torch.bfloat16), None, 3), 7: torch.tensor(True)},
+        torch.tensor([[1, 2, 3]]), {9: "the module never ran"}, 3, 0.25,
+    )
+    back = decode_result(encode_result(result))
+    assert torch.equal(back.saved[0], result.saved[0]) and back.saved[7].item() is True
+    assert torch.equal(back.saved[4][0], result.saved[4][0]) and back.saved[4][1:] == (None, 3)
+    assert back.saved[4][0].dtype == torch.bfloat16
+    assert torch.equal(back.output_ids, result.output_ids)
+    assert (back.missing, back.forward_calls, back.seconds) == ({9: "the module never ran"}, 3, 0.25)
+
+
+def test_documents_follow_the_schemas_independently_checked(gpt2: Model):
+    block, _ = _block(gpt2)
+    request, _ = unpack(encode_request(block.graph(), gpt2.name))
+    Draft202012Validator(schema("request")).validate(request)
+    result, _ = unpack(encode_result(execute(block.graph(), gpt2.local_model)))
+    Draft202012Validator(schema("result")).validate(result)
+    Draft202012Validator.check_schema(schema("request"))
+    Draft202012Validator.check_schema(schema("result"))
+
+
+def test_the_documented_schemas_and_examples_are_the_ones_in_use():
+    text = DOC.read_text()
+    blocks = re.findall(r"```json\n(.*?)\n```", text, re.S)
+    documented = [json.loads(block) for block in blocks if '"$schema"' in block]
+    assert documented == [schema("request"), schema("result")]
+    request_example = json.loads(next(block for block in blocks if '"format": "ndif.request"' in block))
+    Draft202012Validator(schema("request")).validate(request_example)
+    result_example = json.loads(next(block for block in blocks if '"format": "ndif.result"' in block))
+    Draft202012Validator(schema("result")).validate(result_example)
+
+
+def test_a_container_holds_only_json_and_tensor_bytes(gpt2: Model):
+    block, _ = _block(gpt2)
+    data = encode_request(block.graph(), gpt2.name)
+    header_length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + header_length])
+    assert set(header) - {"__metadata__"} == {"t0"}, "the one constant tensor of the block, torch.ones(64)"
+    assert all(entry["dtype"] in ("F32", "I64") for name, entry in header.items() if name != "__metadata__")
+    assert b"pickle" not in data and b"__reduce__" not in data

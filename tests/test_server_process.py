@@ -1,0 +1,53 @@
+"""A real `jupyter server` process with the extension enabled on install, and a real kernel it started."""
+
+from __future__ import annotations
+
+from jupyter_process import JupyterServerProcess
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+def test_a_kernel_runs_graphs_on_its_server_and_gets_the_local_values(gpt2_dir, tmp_path):
+    config = {"NDIFServer": {"models": [str(gpt2_dir)], "response_path": str(tmp_path / "responses")}}
+    with JupyterServerProcess(config, base_url="/lab/user/") as server:
+        assert "ndif_server" in server.log_path.read_text()
+        kernel = server.start_kernel()
+        run = kernel.execute(f"""
+import os, torch
+from ndif_jupyter import Model
+print(os.environ["NDIF_SERVER_URL"])
+model = Model({str(gpt2_dir)!r})
+with model.generate(max_new_tokens=3, device_map="server") as remote:
+    with remote.invoke({PROMPT!r}):
+        remote_hidden = model.transformer.h[-1].output.save()
+print("weights in the kernel after the server run:", model.local_model is not None)
+with model.generate(max_new_tokens=3) as local:
+    with local.invoke({PROMPT!r}):
+        local_hidden = model.transformer.h[-1].output.save()
+print("equal:", torch.equal(remote_hidden.value, local_hidden.value), torch.equal(remote.output, local.output))
+""")
+        assert run.status == "ok", run
+        assert f"http://127.0.0.1:{server.port}/lab/user/ndif/api/" in run.stdout
+        assert "weights in the kernel after the server run: False" in run.stdout
+        assert "equal: True True" in run.stdout
+
+        assert kernel.execute("%load_ext ndif_jupyter").status == "ok"
+        run = kernel.execute(f"""%%ndif generate model --server --max-new-tokens 3 --prompt {PROMPT!r} --no-display
+magic_hidden = model.transformer.h[-1].output.save()
+""")
+        assert run.status == "ok", run
+        assert kernel.execute("print(torch.equal(magic_hidden, local_hidden.value))").stdout.strip() == "True"
+
+        jobs = server.get("ndif/api/jobs")["jobs"]
+        assert [job["status"] for job in jobs] == ["done", "done"]
+        kernel.restart()
+        run = kernel.execute(f"""
+import torch
+from ndif_jupyter.client import ServerClient
+client = ServerClient.from_environment()
+first = client.jobs()[0]
+result = client.result(first["id"])
+print(first["status"], [tuple(value.shape) for value in result.saved.values()], tuple(result.output_ids.shape))
+""")
+        assert run.status == "ok", run
+        assert run.stdout.strip().startswith("done [(1, ")
