@@ -49,6 +49,8 @@ class ServerClient:
         job = self._json("POST", "jobs", encode_request(graph, model), CONTENT_TYPE)
         line = _ProgressLine(job["id"], self.quiet_seconds)
         try:
+            if self.quiet_seconds and job["status"] not in _FINISHED:
+                job = self._json("GET", f"jobs/{job['id']}?wait={self.quiet_seconds}&until=finished")
             while job["status"] not in _FINISHED:
                 line.show(job)
                 job = self._json("GET", f"jobs/{job['id']}?wait={_LONG_POLL_SECONDS}")
@@ -82,7 +84,8 @@ class ServerClient:
     def _json(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> Any:
         return json.loads(self._request(method, path, body, content_type))
 
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> bytes:
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 content_type: str | None = None) -> bytearray:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if self.token:
             request.add_header("Authorization", f"token {self.token}")
@@ -90,7 +93,7 @@ class ServerClient:
             request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, timeout=self.request_timeout + _LONG_POLL_SECONDS) as response:
-                return response.read()
+                return _read_body(response)
         except urllib.error.HTTPError as error:
             raise NDIFError(_http_error_message(self.url, error)) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
@@ -99,6 +102,22 @@ class ServerClient:
                 f"The ndif server at {self.url} cannot be reached ({reason}). Is the Jupyter server running? "
                 f"{SERVER_URL_ENV} says where it is."
             ) from None
+
+
+def _read_body(response: Any) -> bytearray:
+    """The whole body in one writable buffer, so that decoded tensors can be views of it instead of copies."""
+    length = response.headers.get("Content-Length")
+    if length is None:
+        return bytearray(response.read())
+    body = bytearray(int(length))
+    view = memoryview(body)
+    received = 0
+    while received < len(body):
+        count = response.readinto(view[received:])
+        if not count:
+            raise NDIFError(f"The ndif server's answer ended after {received} of {len(body)} bytes.")
+        received += count
+    return body
 
 
 def missing_server_message() -> str:

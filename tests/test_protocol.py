@@ -130,3 +130,45 @@ def test_a_container_holds_only_json_and_tensor_bytes(gpt2: Model):
     assert set(header) - {"__metadata__"} == {"t0"}, "the one constant tensor of the block, torch.ones(64)"
     assert all(entry["dtype"] in ("F32", "I64") for name, entry in header.items() if name != "__metadata__")
     assert b"pickle" not in data and b"__reduce__" not in data
+
+
+def test_the_container_is_safetensors_both_ways():
+    from safetensors.torch import load, save
+
+    from ndif_jupyter.protocol.container import pack
+
+    tensors = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int16), "c": torch.tensor(True),
+               "d": torch.ones(2, 3, dtype=torch.bfloat16), "e": torch.zeros(0, 4), "f": torch.arange(3)}
+    ours = pack({"x": 1}, tensors)
+    read_by_library = load(ours)
+    assert all(torch.equal(read_by_library[name], tensor) for name, tensor in tensors.items())
+    document, read_by_us = unpack(save(tensors, metadata={"ndif": json.dumps({"y": [2]})}))
+    assert document == {"y": [2]}
+    assert all(torch.equal(read_by_us[name], tensor) and read_by_us[name].dtype == tensor.dtype
+               for name, tensor in tensors.items())
+    header_length = int.from_bytes(ours[:8], "little")
+    assert header_length % 8 == 0, "tensor data starts 8-byte aligned"
+
+
+def test_received_tensors_are_views_of_the_received_buffer():
+    from ndif_jupyter.protocol.container import pack
+
+    buffer = bytearray(pack({}, {"a": torch.randn(1000)}))
+    _, tensors = unpack(buffer)
+    tensors["a"][0] = 123.0
+    _, again = unpack(buffer)
+    assert again["a"][0].item() == 123.0, "no copy was made"
+
+
+@pytest.mark.parametrize("header, message", [
+    ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, "do not agree"),
+    ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, "no valid dtype"),
+    ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16000]}}, "do not agree"),
+    ({"__metadata__": {"ndif": "[1]"}}, "must be a JSON object"),
+    ({"__metadata__": {"other": "{}"}}, "has no 'ndif' entry"),
+])
+def test_a_broken_container_is_refused_with_the_reason(header, message):
+    raw = json.dumps(header).encode()
+    data = len(raw).to_bytes(8, "little") + raw + bytes(16)
+    with pytest.raises(ProtocolError, match=message):
+        unpack(data)

@@ -2,49 +2,65 @@
 
 safetensors is an 8-byte little-endian header length, a JSON header (each tensor's dtype, shape and byte range,
 plus string metadata), then the raw tensor bytes. Readers exist for many languages, and it carries no code.
+Writing and reading are done here, so that a tensor's bytes are copied once on the way out (into the message or
+the file) and not at all on the way in (tensors are views of the received buffer).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save, save_file
 
 from ..errors import ProtocolError
 
 METADATA_KEY = "ndif"
 CONTENT_TYPE = "application/vnd.ndif+safetensors"
+DTYPE_CODES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
+    torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+}
+_CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
 def pack(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
     """One message: `document` as JSON in the metadata, `tensors` by name."""
-    return save(_storable(tensors), metadata={METADATA_KEY: json.dumps(document, allow_nan=False)})
+    header, ordered = _layout(document, tensors)
+    return b"".join([header, *(_bytes_of(tensor) for tensor in ordered)])
 
 
-def pack_to_file(document: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """As `pack`, written to `path` (through a temporary file, so a reader never sees half of it)."""
+def pack_to_file(document: dict[str, Any], tensors: dict[str, torch.Tensor], path: Path) -> int:
+    """As `pack`, written to `path` through a temporary file (a reader never sees half of it); returns its size."""
+    header, ordered = _layout(document, tensors)
     partial = path.with_name(path.name + ".partial")
-    save_file(_storable(tensors), str(partial), metadata={METADATA_KEY: json.dumps(document, allow_nan=False)})
+    with open(partial, "wb") as handle:
+        handle.write(header)
+        for tensor in ordered:
+            handle.write(_bytes_of(tensor))
     partial.replace(path)
+    return path.stat().st_size
 
 
-def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The JSON document and the tensors of a message; ProtocolError when it is not one."""
-    if len(data) < 8:
+def unpack(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The JSON document and the tensors of a message (views of `data` when it is writable); ProtocolError when it
+    is not one."""
+    buffer = data if isinstance(data, bytearray) else bytearray(data)
+    if len(buffer) < 8:
         raise ProtocolError("the body is not a safetensors container: it is shorter than its 8-byte header length")
-    header_length = int.from_bytes(data[:8], "little")
-    if header_length > len(data) - 8:
+    header_length = int.from_bytes(buffer[:8], "little")
+    if header_length > len(buffer) - 8:
         raise ProtocolError("the body is not a safetensors container: its header length is past its end")
     try:
-        header = json.loads(data[8 : 8 + header_length])
+        header = json.loads(bytes(buffer[8 : 8 + header_length]))
     except ValueError as error:
         raise ProtocolError(f"the safetensors header is not JSON: {error}") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
+    if not isinstance(header, dict):
+        raise ProtocolError("the safetensors header must be a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
         raise ProtocolError(f"the safetensors metadata has no {METADATA_KEY!r} entry holding the JSON document")
     try:
         document = json.loads(metadata[METADATA_KEY])
@@ -52,22 +68,52 @@ def unpack(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         raise ProtocolError(f"the {METADATA_KEY!r} metadata entry is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise ProtocolError(f"the {METADATA_KEY!r} metadata entry must be a JSON object")
-    try:
-        tensors = load(data)
-    except (SafetensorError, ValueError, RuntimeError) as error:
-        raise ProtocolError(f"the tensors of the container cannot be read: {error}") from None
+    start = 8 + header_length
+    tensors = {name: _tensor(name, entry, buffer, start) for name, entry in header.items()}
     return document, tensors
 
 
-def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """CPU, contiguous, no two sharing memory (safetensors refuses shared storage)."""
-    seen: set[int] = set()
-    storable = {}
-    for name, tensor in tensors.items():
-        tensor = tensor.detach().to("cpu").contiguous()
-        pointer = tensor.untyped_storage().data_ptr()
-        if pointer in seen and tensor.numel():
-            tensor = tensor.clone()
-        seen.add(pointer)
-        storable[name] = tensor
-    return storable
+def _layout(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple[bytes, list[torch.Tensor]]:
+    """The header bytes, and the tensors in storage order (largest elements first, so every tensor is aligned)."""
+    prepared = {name: _prepared(name, tensor) for name, tensor in tensors.items()}
+    order = sorted(prepared, key=lambda name: -prepared[name].element_size())
+    header: dict[str, Any] = {"__metadata__": {METADATA_KEY: json.dumps(document, allow_nan=False)}}
+    offset = 0
+    for name in order:
+        tensor = prepared[name]
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": DTYPE_CODES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return len(raw).to_bytes(8, "little") + raw, [prepared[name] for name in order]
+
+
+def _prepared(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.dtype not in DTYPE_CODES:
+        raise ProtocolError(f"the tensor {name!r} has dtype {tensor.dtype}, which the container cannot carry")
+    return tensor.detach().to("cpu").contiguous()
+
+
+def _bytes_of(tensor: torch.Tensor) -> memoryview:
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+
+
+def _tensor(name: str, entry: Any, buffer: bytearray, start: int) -> torch.Tensor:
+    try:
+        dtype = _CODE_DTYPES[entry["dtype"]]
+        shape = [int(size) for size in entry["shape"]]
+        begin, end = (int(offset) for offset in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolError(f"the tensor {name!r} has no valid dtype, shape and data_offsets") from None
+    element = torch.empty((), dtype=dtype).element_size()
+    count = math.prod(shape)
+    if min(shape, default=0) < 0 or end - begin != count * element or not 0 <= begin <= end <= len(buffer) - start:
+        raise ProtocolError(f"the tensor {name!r}: its shape, dtype and byte range do not agree with the container")
+    if count == 0:
+        return torch.empty(shape, dtype=dtype)
+    offset = start + begin
+    if offset % element:
+        return torch.frombuffer(buffer[offset : offset + count * element], dtype=dtype).reshape(shape)
+    return torch.frombuffer(buffer, dtype=dtype, count=count, offset=offset).reshape(shape)

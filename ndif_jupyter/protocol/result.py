@@ -33,8 +33,7 @@ def encode_result(result: ExecutionResult) -> bytes:
 
 def write_result(result: ExecutionResult, path: Path) -> int:
     """Write the message of `result` to `path`; returns its size in bytes."""
-    pack_to_file(*_document(result), path)
-    return path.stat().st_size
+    return pack_to_file(*_document(result), path)
 
 
 def result_bytes(result: ExecutionResult) -> int:

@@ -110,14 +110,18 @@ class JobsHandler(NDIFHandler):
 class JobHandler(NDIFHandler):
     @authorized
     async def get(self, job_id: str) -> None:
-        """A job's status and timings. `?wait=S` answers when the job changes or after S seconds (at most 30)."""
+        """A job's status and timings. `?wait=S` answers when the job changes, or after S seconds (at most 30);
+        with `&until=finished`, when it finishes."""
         job = self.job_or_404(job_id)
         try:
             wait = min(float(self.get_query_argument("wait", "0")), LONGEST_WAIT)
         except ValueError:
             raise web.HTTPError(400, "wait is a number of seconds") from None
+        until = self.get_query_argument("until", "change")
+        if until not in ("change", "finished"):
+            raise web.HTTPError(400, "until is `change` or `finished`")
         if wait > 0 and job.status not in FINISHED:
-            await self.ndif.store.wait_for_change(job, wait)
+            await self.ndif.store.wait_for_change(job, wait, until_finished=until == "finished")
         self.write_json(job.document())
 
     @authorized

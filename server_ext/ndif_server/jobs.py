@@ -122,21 +122,26 @@ class JobStore:
     def record_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.json"
 
-    async def wait_for_change(self, job: Job, timeout: float) -> None:
-        """Return when `job` changes, or after `timeout` seconds; call on the server's event loop."""
+    async def wait_for_change(self, job: Job, timeout: float, until_finished: bool = False) -> None:
+        """Return when `job` changes (or, with `until_finished`, finishes), or after `timeout` seconds.
+
+        Call on the server's event loop.
+        """
         self._loop = asyncio.get_running_loop()
-        if job.status in FINISHED or timeout <= 0:
-            return
-        future = self._loop.create_future()
-        self._waiters.setdefault(job.id, []).append(future)
-        try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            waiters = self._waiters.get(job.id, [])
-            if future in waiters:
-                waiters.remove(future)
+        deadline = self._loop.time() + timeout
+        while job.status not in FINISHED and self._loop.time() < deadline:
+            future = self._loop.create_future()
+            self._waiters.setdefault(job.id, []).append(future)
+            try:
+                await asyncio.wait_for(asyncio.shield(future), deadline - self._loop.time())
+            except asyncio.TimeoutError:
+                return
+            finally:
+                waiters = self._waiters.get(job.id, [])
+                if future in waiters:
+                    waiters.remove(future)
+            if not until_finished:
+                return
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
