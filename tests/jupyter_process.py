@@ -54,18 +54,22 @@ class JupyterServerProcess:
             f"--port={self.port}", f"--IdentityProvider.token={self.token}", f"--ServerApp.base_url={self.base_url}",
             f"--ServerApp.root_dir={self.folder}",
         ]
+        return self._launch(command, env, "api/status")
+
+    def _launch(self, command: list[str], env: dict[str, str], probe: str):
+        """Start `command` and wait until `probe` answers."""
         self.log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter server exited:\n{self.log_path.read_text()}")
+                raise RuntimeError(f"{command[2]} exited:\n{self.log_path.read_text()}")
             try:
-                self.get("api/status")
+                self.get(probe)
                 return self
             except OSError:
                 time.sleep(0.2)
-        raise RuntimeError(f"jupyter server did not answer in {STARTUP_SECONDS} s:\n{self.log_path.read_text()}")
+        raise RuntimeError(f"{command[2]} did not answer in {STARTUP_SECONDS} s:\n{self.log_path.read_text()}")
 
     def __exit__(self, *exc: Any) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -156,3 +160,24 @@ class RemoteKernel:
             return outcome
         finally:
             connection.close()
+
+
+class KernelGatewayProcess(JupyterServerProcess):
+    """`python -m kernel_gateway` on loopback with a token: the GPU host's side of the gateway backend."""
+
+    def __init__(self, token: str | None = None):
+        super().__init__({}, token=token)
+
+    def __enter__(self) -> "KernelGatewayProcess":
+        env = dict(os.environ)
+        env.pop("NDIF_SERVER_URL", None)
+        env.pop("NDIF_SERVER_TOKEN", None)
+        command = [
+            sys.executable, "-m", "kernel_gateway", "--KernelGatewayApp.ip=127.0.0.1",
+            f"--KernelGatewayApp.port={self.port}", f"--KernelGatewayApp.auth_token={self.token}",
+            "--JupyterWebsocketPersonality.list_kernels=True",
+        ]
+        return self._launch(command, env, "api")
+
+    def kernel(self, kernel_id: str) -> RemoteKernel:
+        return RemoteKernel(self, kernel_id)

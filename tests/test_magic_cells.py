@@ -204,7 +204,8 @@ h = model.transformer.h[0].output.save()
     ('generate gpt2 --prompt "open quote', "quote left open"),
     ("generate /no/such/folder", "Could not find the model"),
 ])
-def test_a_bad_line_is_a_usage_error_and_runs_nothing(ip, gpt2: Model, capsys, line, message):
+def test_a_bad_line_is_a_usage_error_and_runs_nothing(ip, gpt2: Model, capsys, monkeypatch, line, message):
+    monkeypatch.delenv("NDIF_SERVER_URL", raising=False)
     ip.user_ns["gpt2"] = gpt2
     result = run(ip, f"%%ndif {line}\nh = model.transformer.h[0].output.save()\n")
     assert not result.success

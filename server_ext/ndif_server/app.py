@@ -9,12 +9,24 @@ from pathlib import Path
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from tornado.ioloop import IOLoop
-from traitlets import Dict, Enum, Integer, List, Unicode, Union, default
+from traitlets import (
+    Dict,
+    Enum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    Union,
+    default,
+)
 
 from ndif_jupyter.checkpoints import DEFAULT_MODEL
 from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
 from ndif_jupyter.protocol.validation import Limits
 
+from .backends.base import Backend
+from .backends.gateway import GatewayBackend, GatewaySettings
 from .backends.local import LocalBackend
 from .handlers import handlers
 from .jobs import JobStore
@@ -28,8 +40,14 @@ class NDIFServer(ExtensionApp):
     name = "ndif"
     load_other_extensions = True
 
-    backend = Enum(["local"], default_value="local", config=True,
-                   help="Where jobs run: 'local' (this server process).")
+    backend = Enum(["local", "gateway"], default_value="local", config=True,
+                   help="Where jobs run: 'local' (this server process) or 'gateway' (kernels on a Kernel Gateway).")
+    gateway_url = Unicode("", config=True, help="The Jupyter Kernel Gateway of the GPU host (backend 'gateway').")
+    gateway_auth_token = Unicode("", config=True, help="The gateway's auth token; it never leaves this server.")
+    gateway_kernel_name = Unicode("python3", config=True, help="The kernel spec the gateway starts for a model.")
+    gateway_request_timeout = Float(30.0, config=True, help="Seconds to wait for one gateway REST call.")
+    gateway_warm_timeout = Float(900.0, config=True, help="Seconds to wait for a gateway kernel to load its model.")
+    gateway_job_timeout = Float(3600.0, config=True, help="Seconds to wait for one job on the gateway.")
     models = List(Unicode(), config=True,
                   help="The models served: names from the checkpoint cache or hub, or checkpoint folders.")
     response_path = Unicode(config=True, help="The folder where job records and results are kept.")
@@ -61,14 +79,25 @@ class NDIFServer(ExtensionApp):
 
     def initialize_settings(self) -> None:
         self.store = JobStore(Path(self.response_path).expanduser(), keep=self.keep_jobs)
-        self.runner = LocalBackend(self.models, self.store, self.device_map, self.max_result_bytes, self.log)
+        self.runner = self._make_backend()
         self.settings["ndif"] = self
         self._export_location()
         IOLoop.current().add_callback(self._on_loop_start)
         self.log.info("ndif: serving %s with the %s backend; results in %s", ", ".join(self.models), self.backend,
                       self.response_path)
 
+    def _make_backend(self) -> Backend:
+        if self.backend == "local":
+            return LocalBackend(self.models, self.store, self.device_map, self.max_result_bytes, self.log)
+        if not self.gateway_url:
+            raise TraitError("NDIFServer.backend = 'gateway' needs NDIFServer.gateway_url, the Kernel Gateway's URL")
+        settings = GatewaySettings(self.gateway_url, self.gateway_auth_token, self.gateway_kernel_name,
+                                   self.gateway_request_timeout, self.gateway_warm_timeout, self.gateway_job_timeout)
+        return GatewayBackend(self.models, self.store, settings, self.device_map, self.limits, self.log)
+
     def _on_loop_start(self) -> None:
+        if getattr(self, "_stopped", False):
+            return
         self.store.bind_loop(asyncio.get_running_loop())
         self._export_location()  # the port is known for sure once the server listens
 
@@ -76,7 +105,10 @@ class NDIFServer(ExtensionApp):
         self.handlers.extend(handlers())
 
     async def stop_extension(self) -> None:
+        self._stopped = True
         self.runner.shutdown()
+        for name in (SERVER_URL_ENV, SERVER_TOKEN_ENV):
+            os.environ.pop(name, None)
 
     def _export_location(self) -> None:
         """Tell kernels this server starts where the API is and how to authenticate (they inherit the environment)."""

@@ -1,0 +1,221 @@
+"""The gateway backend: each served model lives in one warmed kernel on a Jupyter Kernel Gateway (the GPU host);
+jobs go to it as data, and results come back in checked chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ndif_jupyter.protocol.request import encode_request
+from ndif_jupyter.protocol.validation import Limits
+from ndif_jupyter.tracing.graph import Graph
+
+from ..jobs import Job, JobStore
+from ..worker import CHUNK_BYTES, COMM_TARGET
+from .base import Backend
+from .kernel_client import GatewayError, KernelClient, KernelDied
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    url: str
+    token: str
+    kernel_name: str
+    request_timeout: float
+    warm_timeout: float
+    job_timeout: float
+
+
+class GatewayBackend(Backend):
+    """Forwards validated jobs to a warmed kernel per model on the gateway, one job at a time per model."""
+
+    def __init__(self, models: list[str], store: JobStore, settings: GatewaySettings, device_map: Any,
+                 limits: Limits, log: Any):
+        super().__init__(models)
+        self.store = store
+        self.settings = settings
+        self.device_map = device_map
+        self.limits = limits
+        self.log = log
+        self._kernels: dict[str, KernelClient] = {}
+        self._comms: dict[str, str] = {}
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._consumers: dict[str, asyncio.Task] = {}
+        self._running: dict[str, Job] = {}
+
+    def loaded(self, name: str) -> bool:
+        kernel = self._kernels.get(name)
+        return kernel is not None and kernel.alive
+
+    def submit(self, job: Job, graph: Graph) -> None:
+        queue = self._queues.setdefault(job.model, asyncio.Queue())
+        queue.put_nowait((job, graph))
+        consumer = self._consumers.get(job.model)
+        if consumer is None or consumer.done():
+            self._consumers[job.model] = asyncio.ensure_future(self._consume(job.model))
+
+    def cancel(self, job: Job) -> None:
+        self.store.update(job, cancel_requested=True)
+        if job.status == "queued":
+            self.store.update(job, status="cancelled", phase="cancelled", finished=time.time())
+        elif self._running.get(job.model) is job and self.loaded(job.model):
+            asyncio.ensure_future(self._interrupt(job.model))
+
+    def shutdown(self) -> None:
+        for consumer in self._consumers.values():
+            consumer.cancel()
+        for kernel in self._kernels.values():
+            kernel.shutdown()
+
+    # ----- one model's jobs, in turn -----
+    async def _consume(self, name: str) -> None:
+        queue = self._queues[name]
+        while True:
+            job, graph = await queue.get()
+            if job.status != "queued" or job.cancel_requested:
+                continue
+            self._running[name] = job
+            try:
+                await self._run(job, graph)
+            finally:
+                self._running.pop(name, None)
+
+    async def _run(self, job: Job, graph: Graph) -> None:
+        store = self.store
+        store.update(job, status="running", phase="starting kernel", started=time.time())
+        try:
+            collector = await self._attempt(job, graph)
+            if collector is None:
+                self._discard(job.model)
+                collector = await self._attempt(job, graph)
+            if collector is None:
+                raise GatewayError("the worker in the gateway kernel is gone and could not be started again")
+            if collector.outcome == "cancelled" or job.cancel_requested:
+                store.update(job, status="cancelled", phase="cancelled", finished=time.time())
+            elif collector.outcome == "error":
+                store.update(job, status="error", phase="failed", error=collector.error, finished=time.time())
+            else:
+                data = collector.verified()
+                store.update(job, phase="writing result")
+                path = store.result_path(job.id)
+                partial = path.with_name(path.name + ".partial")
+                partial.write_bytes(data)
+                partial.replace(path)
+                store.update(job, status="done", phase="done", result_bytes=len(data), finished=time.time())
+        except GatewayError as error:
+            if isinstance(error, KernelDied) or not self.loaded(job.model):
+                self._discard(job.model)
+                message = f"{error}; the next job starts a fresh kernel"
+            else:
+                message = str(error)
+            store.update(job, status="error", phase="failed", finished=time.time(),
+                         error={"type": "GatewayError", "message": message, "hint": None, "source": None})
+
+    async def _attempt(self, job: Job, graph: Graph) -> "_ResultCollector | None":
+        """Send the job to the model's warm kernel and wait for it; None when the kernel had lost its worker before
+        the job began (it died or restarted while idle), so that the job can go to a fresh kernel."""
+        kernel, comm = await self._warm(job)
+        self.store.update(job, phase="sending request")
+        request = memoryview(encode_request(graph, job.model))
+        for start in range(0, len(request), CHUNK_BYTES):
+            kernel.send_comm(comm, {"kind": "request-part", "job": job.id}, [request[start : start + CHUNK_BYTES]])
+        self.store.update(job, phase="running")
+        collector = _ResultCollector(job, self.store)
+        try:
+            reply = await kernel.execute(f"__ndif_worker__.run({job.id!r})", self.settings.job_timeout,
+                                         collector.receive)
+        except KernelDied:
+            if collector.heard:
+                raise
+            return None
+        if reply.get("status") == "error" and reply.get("ename") == "NameError" and not collector.heard:
+            return None
+        return collector
+
+    async def _warm(self, job: Job) -> tuple[KernelClient, str]:
+        """The model's kernel, started and with the model loaded, reusing a live one."""
+        name = job.model
+        kernel = self._kernels.get(name)
+        if kernel is not None and kernel.alive:
+            return kernel, self._comms[name]
+        self._discard(name)
+        settings = self.settings
+        kernel = KernelClient(settings.url, settings.token, settings.kernel_name, settings.request_timeout)
+        self._kernels[name] = kernel
+        self.log.info("ndif: starting a kernel for %s on the gateway %s", name, settings.url)
+        await kernel.start()
+        self.log.info("ndif: gateway kernel %s started; loading %s", kernel.kernel_id, name)
+        self.store.update(job, phase="loading model")
+        config = {"model": name, "device_map": self.device_map, "limits": _limits_config(self.limits)}
+        code = ("import json, ndif_server.worker as __ndif_worker__\n"
+                f"__ndif_worker__.start(json.loads({json.dumps(config)!r}))")
+        reply = await kernel.execute(code, settings.warm_timeout)
+        if reply.get("status") != "ok":
+            self._discard(name)
+            raise GatewayError(f"loading {name} in the gateway kernel failed: {reply.get('ename')}: "
+                               f"{reply.get('evalue')}")
+        self._comms[name] = kernel.open_comm(COMM_TARGET)
+        return kernel, self._comms[name]
+
+    def _discard(self, name: str) -> None:
+        kernel = self._kernels.pop(name, None)
+        self._comms.pop(name, None)
+        if kernel is not None:
+            self.log.info("ndif: stopping gateway kernel %s of %s (%s)", kernel.kernel_id, name,
+                          kernel.failure or "replaced")
+            kernel.shutdown()
+
+    async def _interrupt(self, name: str) -> None:
+        kernel = self._kernels.get(name)
+        try:
+            if kernel is not None:
+                await kernel.interrupt()
+        except GatewayError as error:
+            self.log.warning("ndif: interrupting the gateway kernel of %s failed: %s", name, error)
+
+
+class _ResultCollector:
+    """Progress, errors and result chunks sent by the worker for one job; the result is checked when complete."""
+
+    def __init__(self, job: Job, store: JobStore):
+        self.job = job
+        self.store = store
+        self.parts: list[bytes] = []
+        self.outcome: str | None = None
+        self.error: dict | None = None
+        self.expected: dict | None = None
+        self.heard = False
+
+    def receive(self, data: dict, buffers: list) -> None:
+        self.heard = True
+        kind = data.get("kind")
+        if kind == "step":
+            self.store.update(self.job, step=data["step"])
+        elif kind == "result-part":
+            if not self.parts:
+                self.store.update(self.job, phase="transferring")
+            self.parts.extend(bytes(buffer) for buffer in buffers)
+        elif kind == "result-end":
+            self.outcome, self.expected = "result", data
+        elif kind == "error":
+            self.outcome, self.error = "error", data.get("error")
+        elif kind == "cancelled":
+            self.outcome = "cancelled"
+
+    def verified(self) -> bytes:
+        if self.outcome != "result" or self.expected is None:
+            raise GatewayError("the gateway kernel finished the job without sending its result")
+        data = b"".join(self.parts)
+        if len(data) != self.expected["bytes"] or hashlib.sha256(data).hexdigest() != self.expected["sha256"]:
+            raise GatewayError(
+                f"the result arrived damaged: {len(data)} of {self.expected['bytes']} bytes, or a different digest"
+            )
+        return data
+
+
+def _limits_config(limits: Limits) -> dict[str, int]:
+    return {key: getattr(limits, key) for key in limits.__dataclass_fields__}

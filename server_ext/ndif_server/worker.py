@@ -1,0 +1,89 @@
+"""The worker inside a kernel on the GPU host: loads one model once, then runs requests that arrive as data.
+
+The gateway backend starts a kernel and executes exactly two kinds of code in it, both calls into this module:
+`start(config)` once, and `run(job_id)` per job. Requests arrive as buffers of comm messages on the target
+`ndif.worker`; progress and the result (in chunks, with a sha256 digest) go back the same way. No user code runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ndif_jupyter import Model
+from ndif_jupyter.execution.executor import execute
+from ndif_jupyter.protocol.request import decode_request
+from ndif_jupyter.protocol.result import encode_result, result_bytes
+from ndif_jupyter.protocol.validation import Limits, validate_graph
+
+COMM_TARGET = "ndif.worker"
+CHUNK_BYTES = 4 * 1024 * 1024
+
+_worker: "Worker | None" = None
+
+
+def start(config: dict[str, Any]) -> str:
+    """Load the model named in `config` and listen for requests; returns the model's class name."""
+    global _worker
+    from IPython import get_ipython
+
+    _worker = Worker(config)
+    get_ipython().kernel.comm_manager.register_target(COMM_TARGET, _worker.open)
+    return type(_worker.model._meta_model).__name__
+
+
+def run(job_id: str) -> None:
+    """Run the request received for `job_id` and send back its progress and result."""
+    if _worker is None:
+        raise RuntimeError("the worker was not started in this kernel")
+    _worker.run(job_id)
+
+
+class Worker:
+    """One model, loaded once; requests assembled from comm buffers; results sent back in chunks."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.model = Model(config["model"])
+        self.model.dispatch(config.get("device_map"))
+        self.limits = Limits(**config.get("limits", {}))
+        self.comm: Any = None
+        self.parts: dict[str, list[bytes]] = {}
+
+    def open(self, comm: Any, message: dict) -> None:
+        self.comm = comm
+        comm.on_msg(self.receive)
+
+    def receive(self, message: dict) -> None:
+        data = message["content"]["data"]
+        if data.get("kind") == "request-part":
+            self.parts.setdefault(data["job"], []).extend(bytes(buffer) for buffer in message.get("buffers", []))
+
+    def run(self, job_id: str) -> None:
+        request = b"".join(self.parts.pop(job_id, []))
+        try:
+            _, graph = decode_request(request)
+            validate_graph(graph, self.model._meta_model, self.limits)
+            result = execute(graph, self.model.local_model, on_forward=lambda step: self._send({"kind": "step",
+                                                                                              "step": step}))
+            size = result_bytes(result)
+            if size > self.limits.max_result_bytes:
+                raise ValueError(f"the result is {size / 1e6:.1f} MB, over this server's limit of "
+                                 f"{self.limits.max_result_bytes / 1e6:.1f} MB; save less")
+            self._send_result(encode_result(result))
+        except KeyboardInterrupt:
+            self._send({"kind": "cancelled"})
+        except Exception as error:
+            from .backends.base import error_document
+
+            self._send({"kind": "error", "error": error_document(error)})
+
+    def _send_result(self, data: bytes) -> None:
+        view = memoryview(data)
+        parts = max(1, -(-len(data) // CHUNK_BYTES))
+        for index in range(parts):
+            chunk = view[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
+            self._send({"kind": "result-part", "index": index, "parts": parts}, [chunk])
+        self._send({"kind": "result-end", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+
+    def _send(self, data: dict[str, Any], buffers: list | None = None) -> None:
+        self.comm.send(data, buffers=buffers)

@@ -1,0 +1,145 @@
+"""The gateway backend against a real `jupyter kernelgateway` on loopback (with a token): values equal a local run,
+a result over 10 MiB arrives whole, a killed kernel is replaced, cancel interrupts, and a wrong token or an
+unreachable gateway give clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from jupyter_process import KernelGatewayProcess, free_port
+from ndif_jupyter import Model, NDIFError
+from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+@pytest.fixture(scope="module")
+def gateway():
+    with KernelGatewayProcess() as process:
+        yield process
+
+
+@pytest.fixture(autouse=True)
+def _client_environment(monkeypatch):
+    monkeypatch.delenv(SERVER_URL_ENV, raising=False)
+    monkeypatch.delenv(SERVER_TOKEN_ENV, raising=False)
+
+
+@pytest.fixture
+def gateway_settings(request, gateway):
+    """The working gateway; or, as `request.param`, "unreachable" (a closed port) or "wrong-token"."""
+    case = getattr(request, "param", "working")
+    if case == "unreachable":
+        return {"gateway_url": f"http://127.0.0.1:{free_port()}/", "gateway_auth_token": gateway.token}
+    return {"gateway_url": gateway.url, "gateway_auth_token": "wrong" if case == "wrong-token" else gateway.token}
+
+
+@pytest.fixture
+def jp_server_config(gpt2_dir, llama_dir, tmp_path, gateway_settings):
+    return {"ServerApp": {"jpserver_extensions": {"ndif_server": True}},
+            "NDIFServer": {"backend": "gateway", "models": [str(gpt2_dir), str(llama_dir)],
+                           "response_path": str(tmp_path / "responses"), "max_new_tokens": 5000,
+                           "gateway_request_timeout": 10.0, **gateway_settings}}
+
+
+@pytest.fixture
+def server(jp_serverapp):
+    (app,) = jp_serverapp.extension_manager.extension_apps["ndif_server"]
+    return app
+
+
+def generate(model: Model, device_map: str, tokens: int = 3, repeat: int = 0):
+    """Generate on `model`; saves the last layer, and with `repeat`, a tensor of `repeat` copies of it."""
+    layers = model.transformer.h if hasattr(model.config, "n_layer") else model.model.layers
+    with model.generate(max_new_tokens=tokens, device_map=device_map) as block:
+        with block.invoke(PROMPT):
+            hidden = layers[-1].output
+            saved = (hidden.expand(repeat, -1, -1).contiguous() if repeat else hidden).save()
+    return block.output, saved.value
+
+
+async def started_job(jp_fetch, before: int) -> dict:
+    """The job after the first `before` ones, once its worker has begun the forward passes."""
+    while True:
+        jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
+        if len(jobs) > before and jobs[before]["step"] >= 1:
+            return jobs[before]
+        await asyncio.sleep(0.1)
+
+
+async def kernel_pid(gateway, server, model: Model) -> int:
+    kernel_id = server.runner._kernels[model.name].kernel_id
+    run = await asyncio.to_thread(gateway.kernel(kernel_id).execute, "import os; print(os.getpid())")
+    return int(run.stdout)
+
+
+async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fetch, server, gpt2, llama):
+    models = json.loads((await jp_fetch("ndif", "api", "models")).body)
+    assert models["backend"] == "gateway" and not any(m["loaded"] for m in models["models"])
+    assert server.runner.settings.token not in json.dumps(models), "the gateway's token stays in the server"
+    for model in (gpt2, llama):
+        remote_ids, remote = await asyncio.to_thread(generate, model, "server")
+        local_ids, local = generate(model, "cpu")
+        assert torch.equal(remote_ids, local_ids) and torch.equal(remote, local)
+    repeat = 11 * 2**20 // (len(gpt2.tokenizer(PROMPT)["input_ids"]) * 64 * 4) + 1
+    _, remote = await asyncio.to_thread(generate, gpt2, "server", 1, repeat)
+    _, local = generate(gpt2, "cpu", 1, repeat)
+    assert remote.numel() * 4 > 11 * 2**20 and torch.equal(remote, local)
+    jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
+    assert [job["status"] for job in jobs] == ["done"] * 3 and jobs[-1]["result_bytes"] > 11 * 2**20
+    models = json.loads((await jp_fetch("ndif", "api", "models")).body)
+    assert all(m["loaded"] for m in models["models"]), "each model's kernel is warm and kept"
+
+
+async def test_a_killed_kernel_fails_its_job_and_the_next_job_gets_a_fresh_one(jp_fetch, server, gateway, llama):
+    await asyncio.to_thread(generate, llama, "server")
+    first_kernel = server.runner._kernels[llama.name].kernel_id
+    os.kill(await kernel_pid(gateway, server, llama), signal.SIGKILL)
+    _, remote = await asyncio.to_thread(generate, llama, "server")
+    assert torch.equal(remote, generate(llama, "cpu")[1]), "a kernel killed while idle is replaced for the next job"
+    assert server.runner._kernels[llama.name].kernel_id != first_kernel
+
+    pid = await kernel_pid(gateway, server, llama)  # asked while idle: a busy kernel answers only after its job
+    before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
+    running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", 4000))
+    await started_job(jp_fetch, before)
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(NDIFError, match="the gateway kernel died"):
+        await running
+    job = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"][-1]
+    assert job["status"] == "error" and "the next job starts a fresh kernel" in job["error"]["message"]
+    _, remote = await asyncio.to_thread(generate, llama, "server")
+    assert torch.equal(remote, generate(llama, "cpu")[1])
+
+
+async def test_cancel_interrupts_the_gateway_kernel_which_stays_warm(jp_fetch, server, llama):
+    await asyncio.to_thread(generate, llama, "server")
+    kernel = server.runner._kernels[llama.name].kernel_id
+    before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
+    running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", 4000))
+    job = await started_job(jp_fetch, before)
+    await jp_fetch("ndif", "api", "jobs", job["id"], method="DELETE")
+    with pytest.raises(NDIFError, match="cancelled"):
+        await running
+    job = json.loads((await jp_fetch("ndif", "api", "jobs", job["id"])).body)
+    assert job["status"] == "cancelled" and job["step"] < 4000
+    _, remote = await asyncio.to_thread(generate, llama, "server")
+    assert torch.equal(remote, generate(llama, "cpu")[1])
+    assert server.runner._kernels[llama.name].kernel_id == kernel, "the same warm kernel serves the next job"
+
+
+@pytest.mark.parametrize("gateway_settings, message", [("unreachable", "cannot be reached"),
+                                                        ("wrong-token", "refused our token")],
+                         indirect=["gateway_settings"])
+async def test_an_unusable_gateway_gives_a_clear_error(jp_fetch, server, gpt2, gateway_settings, message):
+    with pytest.raises(NDIFError, match=message) as caught:
+        await asyncio.to_thread(generate, gpt2, "server")
+    assert "The job failed on the ndif server: GatewayError" in str(caught.value)
+    job = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"][-1]
+    assert job["status"] == "error" and job["run_seconds"] < 60
