@@ -143,3 +143,29 @@ async def test_an_unusable_gateway_gives_a_clear_error(jp_fetch, server, gpt2, g
     assert "The job failed on the ndif server: GatewayError" in str(caught.value)
     job = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"][-1]
     assert job["status"] == "error" and job["run_seconds"] < 60
+
+
+def test_a_kernel_of_a_jupyter_server_process_runs_on_the_gateway(gateway, gpt2_dir, tmp_path):
+    from jupyter_process import JupyterServerProcess
+
+    config = {"NDIFServer": {"backend": "gateway", "gateway_url": gateway.url, "gateway_auth_token": gateway.token,
+                             "models": [str(gpt2_dir)], "response_path": str(tmp_path / "responses")}}
+    with JupyterServerProcess(config) as server:
+        kernel = server.start_kernel()
+        run = kernel.execute(f"""
+import torch
+from ndif_jupyter import Model
+model = Model({str(gpt2_dir)!r})
+with model.generate(max_new_tokens=3, device_map="server") as remote:
+    with remote.invoke({PROMPT!r}):
+        remote_hidden = model.transformer.h[-1].output.save()
+with model.generate(max_new_tokens=3) as local:
+    with local.invoke({PROMPT!r}):
+        local_hidden = model.transformer.h[-1].output.save()
+print("equal:", torch.equal(remote_hidden.value, local_hidden.value), torch.equal(remote.output, local.output))
+""")
+        assert run.status == "ok", run
+        assert "equal: True True" in run.stdout
+        assert "ndif server: job" in run.stderr, "the first job (kernel start, model load) shows its progress"
+        assert "loading model" in run.stderr
+        assert server.get("ndif/api/models")["backend"] == "gateway"
