@@ -169,3 +169,17 @@ print("equal:", torch.equal(remote_hidden.value, local_hidden.value), torch.equa
         assert "ndif server: job" in run.stderr, "the first job (kernel start, model load) shows its progress"
         assert "loading model" in run.stderr
         assert server.get("ndif/api/models")["backend"] == "gateway"
+
+
+async def test_a_job_cancelled_while_its_kernel_starts_does_not_run(jp_fetch, server, gpt2):
+    running = asyncio.ensure_future(asyncio.to_thread(generate, gpt2, "server"))
+    while not (jobs := json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]) or \
+            jobs[0]["phase"] not in ("starting kernel", "loading model"):
+        await asyncio.sleep(0.05)
+    await jp_fetch("ndif", "api", "jobs", jobs[0]["id"], method="DELETE")
+    with pytest.raises(NDIFError, match="cancelled"):
+        await running
+    job = json.loads((await jp_fetch("ndif", "api", "jobs", jobs[0]["id"])).body)
+    assert job["status"] == "cancelled" and job["step"] == 0, "no forward pass ran"
+    _, remote = await asyncio.to_thread(generate, gpt2, "server")
+    assert torch.equal(remote, generate(gpt2, "cpu")[1]), "the warmed kernel serves the next job"

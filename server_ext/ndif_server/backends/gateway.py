@@ -119,12 +119,15 @@ class GatewayBackend(Backend):
         """Send the job to the model's warm kernel and wait for it; None when the kernel had lost its worker before
         the job began (it died or restarted while idle), so that the job can go to a fresh kernel."""
         kernel, comm = await self._warm(job)
+        collector = _ResultCollector(job, self.store)
+        if job.cancel_requested:
+            collector.outcome = "cancelled"
+            return collector
         self.store.update(job, phase="sending request")
         request = memoryview(encode_request(graph, job.model))
         for start in range(0, len(request), CHUNK_BYTES):
             kernel.send_comm(comm, {"kind": "request-part", "job": job.id}, [request[start : start + CHUNK_BYTES]])
         self.store.update(job, phase="running")
-        collector = _ResultCollector(job, self.store)
         try:
             reply = await kernel.execute(f"__ndif_worker__.run({job.id!r})", self.settings.job_timeout,
                                          collector.receive)
