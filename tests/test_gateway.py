@@ -183,3 +183,31 @@ async def test_a_job_cancelled_while_its_kernel_starts_does_not_run(jp_fetch, se
     assert job["status"] == "cancelled" and job["step"] == 0, "no forward pass ran"
     _, remote = await asyncio.to_thread(generate, gpt2, "server")
     assert torch.equal(remote, generate(gpt2, "cpu")[1]), "the warmed kernel serves the next job"
+
+
+def test_a_damaged_or_incomplete_result_is_refused(tmp_path):
+    import hashlib
+
+    from ndif_server.backends.gateway import _ResultCollector
+    from ndif_server.backends.kernel_client import GatewayError
+    from ndif_server.jobs import JobStore
+
+    store = JobStore(tmp_path)
+    payload = bytes(range(256)) * 100
+    for sent, expected_bytes, digest in [
+        (payload, len(payload), hashlib.sha256(payload).hexdigest()),
+        (payload[:-1], len(payload), hashlib.sha256(payload).hexdigest()),
+        (payload, len(payload), hashlib.sha256(b"other").hexdigest()),
+    ]:
+        job = store.new("m", "trace", 1, "u")
+        collector = _ResultCollector(job, store)
+        collector.receive({"kind": "result-part"}, [sent[:1000], sent[1000:]])
+        collector.receive({"kind": "result-end", "bytes": expected_bytes, "sha256": digest}, [])
+        if sent == payload and digest == hashlib.sha256(payload).hexdigest():
+            assert collector.store_result() == len(payload)
+            assert store.result_path(job.id).read_bytes() == payload
+        else:
+            with pytest.raises(GatewayError, match="arrived damaged"):
+                collector.store_result()
+            assert not store.result_path(job.id).exists()
+            assert list(tmp_path.glob("*.partial")) == []

@@ -95,17 +95,14 @@ class GatewayBackend(Backend):
             if collector is None:
                 raise GatewayError("the worker in the gateway kernel is gone and could not be started again")
             if collector.outcome == "cancelled" or job.cancel_requested:
+                collector.discard()
                 store.update(job, status="cancelled", phase="cancelled", finished=time.time())
             elif collector.outcome == "error":
+                collector.discard()
                 store.update(job, status="error", phase="failed", error=collector.error, finished=time.time())
             else:
-                data = collector.verified()
-                store.update(job, phase="writing result")
-                path = store.result_path(job.id)
-                partial = path.with_name(path.name + ".partial")
-                partial.write_bytes(data)
-                partial.replace(path)
-                store.update(job, status="done", phase="done", result_bytes=len(data), finished=time.time())
+                size = collector.store_result()
+                store.update(job, status="done", phase="done", result_bytes=size, finished=time.time())
         except GatewayError as error:
             if isinstance(error, KernelDied) or not self.loaded(job.model):
                 self._discard(job.model)
@@ -132,9 +129,13 @@ class GatewayBackend(Backend):
             reply = await kernel.execute(f"__ndif_worker__.run({job.id!r})", self.settings.job_timeout,
                                          collector.receive)
         except KernelDied:
+            collector.discard()
             if collector.heard:
                 raise
             return None
+        except BaseException:
+            collector.discard()
+            raise
         if reply.get("status") == "error" and reply.get("ename") == "NameError" and not collector.heard:
             return None
         return collector
@@ -182,16 +183,21 @@ class GatewayBackend(Backend):
 
 
 class _ResultCollector:
-    """Progress, errors and result chunks sent by the worker for one job; the result is checked when complete."""
+    """Progress, errors and result chunks sent by the worker for one job. Chunks go straight to a partial result
+    file, hashed as they come; the file becomes the job's result only once its size and digest are right."""
 
     def __init__(self, job: Job, store: JobStore):
         self.job = job
         self.store = store
-        self.parts: list[bytes] = []
         self.outcome: str | None = None
         self.error: dict | None = None
         self.expected: dict | None = None
         self.heard = False
+        self.received = 0
+        self._digest = hashlib.sha256()
+        self._path = store.result_path(job.id)
+        self._partial = self._path.with_name(self._path.name + ".partial")
+        self._file: Any = None
 
     def receive(self, data: dict, buffers: list) -> None:
         self.heard = True
@@ -199,9 +205,13 @@ class _ResultCollector:
         if kind == "step":
             self.store.update(self.job, step=data["step"])
         elif kind == "result-part":
-            if not self.parts:
+            if self._file is None:
                 self.store.update(self.job, phase="transferring")
-            self.parts.extend(bytes(buffer) for buffer in buffers)
+                self._file = open(self._partial, "wb")
+            for buffer in buffers:
+                self._file.write(buffer)
+                self._digest.update(buffer)
+                self.received += len(buffer)
         elif kind == "result-end":
             self.outcome, self.expected = "result", data
         elif kind == "error":
@@ -209,15 +219,26 @@ class _ResultCollector:
         elif kind == "cancelled":
             self.outcome = "cancelled"
 
-    def verified(self) -> bytes:
-        if self.outcome != "result" or self.expected is None:
+    def store_result(self) -> int:
+        """Check the received result and make it the job's result file; returns its size."""
+        self.close()
+        if self.outcome != "result" or self.expected is None or self._file is None:
             raise GatewayError("the gateway kernel finished the job without sending its result")
-        data = b"".join(self.parts)
-        if len(data) != self.expected["bytes"] or hashlib.sha256(data).hexdigest() != self.expected["sha256"]:
-            raise GatewayError(
-                f"the result arrived damaged: {len(data)} of {self.expected['bytes']} bytes, or a different digest"
-            )
-        return data
+        if self.received != self.expected["bytes"] or self._digest.hexdigest() != self.expected["sha256"]:
+            self.discard()
+            raise GatewayError(f"the result arrived damaged: {self.received} of {self.expected['bytes']} bytes, "
+                               "or a different digest")
+        self._partial.replace(self._path)
+        return self.received
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+
+    def discard(self) -> None:
+        """Drop what arrived of a result that will not be used."""
+        self.close()
+        self._partial.unlink(missing_ok=True)
 
 
 def _limits_config(limits: Limits) -> dict[str, int]:
