@@ -181,6 +181,11 @@ async def test_a_user_without_the_ndif_permission_gets_403(jp_fetch, jp_serverap
     assert allowed.code == 200, "the rest of the server is untouched"
 
 
+def _container_with_metadata(text: str) -> bytes:
+    header = json.dumps({"__metadata__": {"ndif": text}}).encode()
+    return len(header).to_bytes(8, "little") + header
+
+
 def _edited(data: bytes, change) -> bytes:
     document, tensors = unpack(data)
     change(document)
@@ -243,6 +248,8 @@ async def test_a_request_outside_the_rules_gets_400_naming_the_problem(jp_fetch,
     (b"\xff" * 64, "header length is past its end"),
     (pack({"format": "ndif.request"}, {}), "does not follow the format"),
     (b"\x02\x00\x00\x00\x00\x00\x00\x00{}", "has no 'ndif' entry"),
+    (_container_with_metadata("{not json"), "the 'ndif' metadata entry is not JSON"),
+    (b"\x05\x00\x00\x00\x00\x00\x00\x00{oops", "the safetensors header is not JSON"),
 ])
 async def test_a_malformed_body_gets_400(jp_fetch, server, body, message):
     with pytest.raises(HTTPClientError) as caught:
