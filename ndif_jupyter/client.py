@@ -38,11 +38,12 @@ class ServerClient:
         self.quiet_seconds = quiet_seconds
 
     @classmethod
-    def from_environment(cls) -> "ServerClient":
+    def from_environment(cls, **options: Any) -> "ServerClient":
+        """The server this kernel was told about (`NDIF_SERVER_URL`, `NDIF_SERVER_TOKEN`)."""
         url = os.environ.get(SERVER_URL_ENV)
         if not url:
             raise NDIFError(missing_server_message())
-        return cls(url, os.environ.get(SERVER_TOKEN_ENV, ""))
+        return cls(url, os.environ.get(SERVER_TOKEN_ENV, ""), **options)
 
     def run(self, graph: Graph, model: str) -> ExecutionResult:
         """Run `graph` on the server's model `model`; the result is what the same run in the kernel gives."""

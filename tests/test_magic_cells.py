@@ -263,3 +263,12 @@ def test_an_empty_prompt_is_a_usage_error_about_the_line(ip, gpt2: Model):
     result = run(ip, "%%ndif trace gpt2 --prompt ''\nh = model.transformer.h[0].output.save()\n")
     assert type(result.error_in_exec).__name__ == "UsageError"
     assert "A prompt is empty" in str(result.error_in_exec) and "Recorded at" not in str(result.error_in_exec)
+
+
+def test_ndif_models_says_when_the_server_cannot_be_listed(ip, capsys, monkeypatch):
+    from jupyter_process import free_port
+
+    monkeypatch.setenv("NDIF_SERVER_URL", f"http://127.0.0.1:{free_port()}/ndif/api/")
+    ip.run_line_magic("ndif", "models")
+    out = capsys.readouterr().out
+    assert "The Jupyter server's models (for --server) cannot be listed" in out and "cannot be reached" in out

@@ -340,3 +340,10 @@ async def test_a_waiting_kernel_shows_a_progress_line(jp_fetch, server, llama, c
     assert torch.equal(result.output_ids, block.output)
     line = capsys.readouterr().err
     assert "\rndif server: job " in line and " done in " in line and line.endswith("\n")
+
+
+async def test_ndif_models_lists_what_the_server_serves(jp_fetch, server, ip, capsys, gpt2_dir):
+    await asyncio.to_thread(ip.run_line_magic, "ndif", "models")
+    out = capsys.readouterr().out
+    assert "Served by the Jupyter server (for --server; backend local):" in out
+    assert f"{gpt2_dir}: GPT2LMHeadModel" in out and "not loaded yet" in out

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Any
 
 from IPython.core.error import UsageError
 
 from ..checkpoints import DEFAULT_MODEL, checkpoint_dir, is_local, list_cached
+from ..client import SERVER_URL_ENV, ServerClient
 from ..errors import NDIFError
 from ..model import Model
 
@@ -94,6 +96,7 @@ class ModelChoice:
         lines.append("")
         lines.append(f"Checkpoint cache ({checkpoint_dir()}):")
         lines.extend(f"  {name}" for name in cached or ["empty"])
+        lines.extend(_served_lines())
         return "\n".join(lines)
 
     def _current_text(self, namespace: dict[str, Any]) -> str:
@@ -102,6 +105,21 @@ class ModelChoice:
         if isinstance(namespace.get("model"), Model):
             return "`model` from the namespace"
         return f"the embedded default model, {DEFAULT_MODEL}"
+
+
+def _served_lines() -> list[str]:
+    """What the Jupyter server extension serves (for `--server` cells), when this kernel knows of one."""
+    if not os.environ.get(SERVER_URL_ENV):
+        return []
+    try:
+        answer = ServerClient.from_environment(request_timeout=5).models()
+    except NDIFError as error:
+        return ["", f"The Jupyter server's models (for --server) cannot be listed: {error}"]
+    lines = ["", f"Served by the Jupyter server (for --server; backend {answer['backend']}):"]
+    for model in answer["models"]:
+        state = "loaded" if model["loaded"] else "not loaded yet"
+        lines.append(f"  {model['name']}: {model['class']}, {_count(model['parameters'])} parameters, {state}")
+    return lines
 
 
 def _namespace_hint(name: str, namespace: dict[str, Any]) -> str:
