@@ -196,7 +196,7 @@ class Model:
             )
 
     def _execute(self, graph: Graph, device_map: Any) -> ExecutionResult:
-        self._check_device_map(device_map)
+        """Run a graph whose block checked `device_map` when it opened."""
         if device_map == SERVER:
             return ServerClient.from_environment().run(graph, self.name)
         return execute(graph, self.dispatch(device_map))

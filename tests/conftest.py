@@ -70,3 +70,21 @@ def ip(_global_shell):
         shell.run_line_magic("load_ext", "ndif_jupyter")
     yield shell
     shell.reset(new_session=False)
+
+
+@pytest.fixture
+def ndif_client_environment(monkeypatch):
+    """The server extension exports where it is into this process's environment; undo that after each test."""
+    monkeypatch.delenv("NDIF_SERVER_URL", raising=False)
+    monkeypatch.delenv("NDIF_SERVER_TOKEN", raising=False)
+
+
+@pytest.fixture
+def server(jp_serverapp):
+    """The `ndif` extension app of the running pytest-jupyter server, which has told this process where it is."""
+    import os
+
+    (app,) = jp_serverapp.extension_manager.extension_apps["ndif_server"]
+    assert os.environ["NDIF_SERVER_URL"] == f"http://localhost:{jp_serverapp.port}{jp_serverapp.base_url}ndif/api/"
+    assert os.environ["NDIF_SERVER_TOKEN"] == jp_serverapp.identity_provider.token
+    return app

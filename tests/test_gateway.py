@@ -14,21 +14,15 @@ import torch
 
 from jupyter_process import KernelGatewayProcess, free_port
 from ndif_jupyter import Model, NDIFError
-from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
 
 PROMPT = "The Eiffel Tower is in the city of"
+pytestmark = pytest.mark.usefixtures("ndif_client_environment")
 
 
 @pytest.fixture(scope="module")
 def gateway():
     with KernelGatewayProcess() as process:
         yield process
-
-
-@pytest.fixture(autouse=True)
-def _client_environment(monkeypatch):
-    monkeypatch.delenv(SERVER_URL_ENV, raising=False)
-    monkeypatch.delenv(SERVER_TOKEN_ENV, raising=False)
 
 
 @pytest.fixture
@@ -46,12 +40,6 @@ def jp_server_config(gpt2_dir, llama_dir, tmp_path, gateway_settings):
             "NDIFServer": {"backend": "gateway", "models": [str(gpt2_dir), str(llama_dir)],
                            "response_path": str(tmp_path / "responses"), "max_new_tokens": 5000,
                            "gateway_request_timeout": 10.0, **gateway_settings}}
-
-
-@pytest.fixture
-def server(jp_serverapp):
-    (app,) = jp_serverapp.extension_manager.extension_apps["ndif_server"]
-    return app
 
 
 def generate(model: Model, device_map: str, tokens: int = 3, repeat: int = 0):

@@ -19,6 +19,7 @@ from ndif_jupyter.protocol.request import encode_request
 from ndif_jupyter.protocol.result import decode_result
 
 PROMPT = "The Eiffel Tower is in the city of"
+pytestmark = pytest.mark.usefixtures("ndif_client_environment")
 
 
 class DenyNDIF(Authorizer):
@@ -37,22 +38,6 @@ def ndif_settings(gpt2_dir, llama_dir, tmp_path):
 @pytest.fixture
 def jp_server_config(ndif_settings):
     return {"ServerApp": {"jpserver_extensions": {"ndif_server": True}}, "NDIFServer": ndif_settings}
-
-
-@pytest.fixture(autouse=True)
-def _client_environment(monkeypatch):
-    """The extension exports where it is into this process's environment; undo that after each test."""
-    monkeypatch.delenv(SERVER_URL_ENV, raising=False)
-    monkeypatch.delenv(SERVER_TOKEN_ENV, raising=False)
-
-
-@pytest.fixture
-def server(jp_serverapp):
-    """The running server's `ndif` extension app."""
-    (app,) = jp_serverapp.extension_manager.extension_apps["ndif_server"]
-    assert os.environ[SERVER_URL_ENV] == f"http://localhost:{jp_serverapp.port}{jp_serverapp.base_url}ndif/api/"
-    assert os.environ[SERVER_TOKEN_ENV] == jp_serverapp.identity_provider.token
-    return app
 
 
 def recorded(model: Model, kind: str = "trace", **options):

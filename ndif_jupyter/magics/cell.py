@@ -17,6 +17,7 @@ from ..tracing.proxy import resolve_saved
 from ..tracing.source import user_source
 from ..tracing.tracer import Invoker, Tracer
 from .result import CellResult
+from .running import cell_number
 
 _MISSING = object()
 
@@ -33,16 +34,9 @@ def compile_body(shell: Any, header: str, body: str) -> CompiledBody:
     """Transform IPython syntax, register the cell text for tracebacks, and compile. Raises SyntaxError."""
     transformed = shell.transform_cell(body)
     shown = header.rstrip("\n") + "\n" + transformed
-    filename = shell.compile.cache(shown, _cell_number(shell), raw_code=shown)
+    filename = shell.compile.cache(shown, cell_number(shell), raw_code=shown)
     code = compile("\n" + transformed, filename, "exec", flags=shell.compile.flags, dont_inherit=True)
     return CompiledBody(filename, code)
-
-
-def _cell_number(shell: Any) -> int:
-    """The number of the cell being run (IPython 9 counts the next cell already while one runs)."""
-    running = getattr(shell.displayhook, "exec_result", None)
-    number = getattr(running, "execution_count", None)
-    return number if number is not None else shell.execution_count
 
 
 class NamespaceTransaction:

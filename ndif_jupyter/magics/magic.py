@@ -12,6 +12,7 @@ from ..errors import NDIFError
 from .arguments import CELL_COMMANDS, CellOptions, ndif_arguments, parse_line
 from .cell import compile_body, run_body
 from .models import ModelChoice
+from .running import cell_header
 from .tracebacks import report_in_cell, report_syntax_error
 
 
@@ -84,7 +85,7 @@ class NDIFMagics(Magics):
         except NDIFError as error:
             raise UsageError(_without_source(error)) from None
         try:
-            body = compile_body(self.shell, self._header(), cell)
+            body = compile_body(self.shell, cell_header(self.shell), cell)
         except SyntaxError as error:
             if report_syntax_error(self.shell, error):
                 return
@@ -98,13 +99,6 @@ class NDIFMagics(Magics):
         self.shell.user_ns["_ndif"] = result
         if options.display:
             display(result)
-
-    def _header(self) -> str:
-        """The cell's first line as the user wrote it (before IPython expanded `$names` in it)."""
-        running = getattr(self.shell.displayhook, "exec_result", None)
-        raw_cell = getattr(getattr(running, "info", None), "raw_cell", None) or ""
-        first = raw_cell.lstrip().split("\n", 1)[0]
-        return first if first.startswith("%%ndif") else "%%ndif"
 
 
 def _without_source(error: NDIFError) -> str:

@@ -27,35 +27,36 @@ class ModelChoice:
 
     def resolve(self, name: str | None, namespace: dict[str, Any]) -> Model:
         """The Model for a cell's MODEL argument (None when the cell names none); builds it when needed."""
-        name = name or self.chosen
-        if name is None:
-            candidate = namespace.get("model")
-            return candidate if isinstance(candidate, Model) else self._build(DEFAULT_MODEL)
-        candidate = namespace.get(name)
-        if isinstance(candidate, Model):
-            return candidate
+        found, target = self._pick(name, namespace)
+        if found is not None:
+            return found
         try:
-            return self._build(name)
+            return self._build(target)
         except UsageError as error:
-            raise UsageError(f"{error}\n{_namespace_hint(name, namespace)}") from None
+            if name is None and self.chosen is None:
+                raise
+            raise UsageError(f"{error}\n{_namespace_hint(target, namespace)}") from None
 
     def peek(self, name: str | None, namespace: dict[str, Any]) -> Model | None:
         """As `resolve`, but never downloads: None where the model would have to be fetched first."""
-        target = name or self.chosen
-        if target is None:
-            candidate = namespace.get("model")
-            if isinstance(candidate, Model):
-                return candidate
-            target = DEFAULT_MODEL
-        candidate = namespace.get(target)
-        if isinstance(candidate, Model):
-            return candidate
+        found, target = self._pick(name, namespace)
+        if found is not None:
+            return found
         if target in self.built or is_local(target):
             try:
                 return self._build(target)
             except (NDIFError, UsageError):
                 return None
         return None
+
+    def _pick(self, name: str | None, namespace: dict[str, Any]) -> tuple[Model | None, str]:
+        """A `Model` from the namespace for the cell, or None and the name of the model to build."""
+        target = name or self.chosen
+        if target is None:
+            candidate = namespace.get("model")
+            return (candidate, "model") if isinstance(candidate, Model) else (None, DEFAULT_MODEL)
+        candidate = namespace.get(target)
+        return (candidate if isinstance(candidate, Model) else None), target
 
     def use(self, name: str, namespace: dict[str, Any]) -> Model:
         """Make `name` the model of later cells that name none; it is resolved now, so a bad name fails here."""

@@ -6,6 +6,8 @@ import os
 from types import TracebackType
 from typing import Any
 
+from .running import running_ndif_cell
+
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
@@ -41,7 +43,7 @@ def report_in_cell(shell: Any, error: BaseException, filename: str) -> bool:
     The cell fails as if the error had been raised by its own code: the kernel replies with the error's name and
     message, and "Run All" stops. Outside a `%%ndif` cell (the magic called from code), the caller raises instead.
     """
-    running = _running_ndif_cell(shell)
+    running = running_ndif_cell(shell)
     if running is None:
         return False
     traceback = cell_traceback(error, filename)
@@ -56,20 +58,13 @@ def report_syntax_error(shell: Any, error: SyntaxError) -> bool:
 
     Call it while handling the error: IPython's syntax error display reads the exception being handled.
     """
-    running = _running_ndif_cell(shell)
+    running = running_ndif_cell(shell)
     if running is None:
         return False
     error.__traceback__ = None
     shell.showsyntaxerror()
     running.error_in_exec = error
     return True
-
-
-def _running_ndif_cell(shell: Any) -> Any:
-    """IPython's result object of the cell being run, when that cell is a `%%ndif` cell."""
-    running = getattr(shell.displayhook, "exec_result", None)
-    raw_cell = getattr(getattr(running, "info", None), "raw_cell", None) or ""
-    return running if raw_cell.lstrip().startswith("%%ndif") else None
 
 
 def _frame_at(filename: str, lineno: int) -> TracebackType:

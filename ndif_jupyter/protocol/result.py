@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ProtocolError
 from ..execution.executor import ExecutionResult
 from .container import pack, pack_to_file, unpack
 from .schema import FORMAT_VERSION, check_document
@@ -38,12 +39,16 @@ def write_result(result: ExecutionResult, path: Path) -> int:
 
 def result_bytes(result: ExecutionResult) -> int:
     """The bytes of the tensors a result carries (what a server's result limit counts)."""
-    table = TensorTable("s")
-    for value in result.saved.values():
-        encode_value(value, table)
-    if result.output_ids is not None:
-        encode_value(result.output_ids, table)
-    return sum(tensor.numel() * tensor.element_size() for tensor in table.tensors.values())
+    return sum(tensor.numel() * tensor.element_size() for tensor in _document(result)[1].values())
+
+
+def check_result_size(result: ExecutionResult, limit: int) -> None:
+    """Refuse a result whose tensors are over a server's `limit` of bytes (checked after the run, whatever was
+    declared before it)."""
+    size = result_bytes(result)
+    if size > limit:
+        raise ProtocolError(f"the result is {size / 1e6:.1f} MB, over this server's limit of {limit / 1e6:.1f} MB; "
+                            "save less")
 
 
 def decode_result(data: bytes) -> ExecutionResult:

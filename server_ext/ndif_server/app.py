@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 
@@ -74,8 +75,7 @@ class NDIFServer(ExtensionApp):
                       self.max_result_bytes)
 
     def limits_document(self) -> dict[str, int]:
-        limits = self.limits
-        return {key: getattr(limits, key) for key in limits.__dataclass_fields__}
+        return dataclasses.asdict(self.limits)
 
     def initialize_settings(self) -> None:
         self.store = JobStore(Path(self.response_path).expanduser(), keep=self.keep_jobs)

@@ -13,7 +13,7 @@ from typing import Any
 from ndif_jupyter import Model
 from ndif_jupyter.execution.executor import execute
 from ndif_jupyter.protocol.request import decode_request
-from ndif_jupyter.protocol.result import encode_result, result_bytes
+from ndif_jupyter.protocol.result import check_result_size, encode_result
 from ndif_jupyter.protocol.validation import Limits, validate_graph
 
 COMM_TARGET = "ndif.worker"
@@ -65,10 +65,7 @@ class Worker:
             validate_graph(graph, self.model._meta_model, self.limits)
             result = execute(graph, self.model.local_model, on_forward=lambda step: self._send({"kind": "step",
                                                                                               "step": step}))
-            size = result_bytes(result)
-            if size > self.limits.max_result_bytes:
-                raise ValueError(f"the result is {size / 1e6:.1f} MB, over this server's limit of "
-                                 f"{self.limits.max_result_bytes / 1e6:.1f} MB; save less")
+            check_result_size(result, self.limits.max_result_bytes)
             self._send_result(encode_result(result))
         except KeyboardInterrupt:
             self._send({"kind": "cancelled"})

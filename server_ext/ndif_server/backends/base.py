@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import torch
@@ -11,14 +12,15 @@ import torch
 from ndif_jupyter import Model
 from ndif_jupyter.checkpoints import DEFAULT_MODEL_ALIASES
 
-from ..jobs import Job
+from ..jobs import Job, JobStore
 
 
 class Backend:
     """Serves the models named in `models`; subclasses run the jobs (`submit`, `cancel`)."""
 
-    def __init__(self, models: list[str]):
+    def __init__(self, models: list[str], store: JobStore):
         self.models = list(models)
+        self.store = store
         self._built: dict[str, Model] = {}
         self._build_lock = threading.Lock()
 
@@ -60,7 +62,15 @@ class Backend:
         raise NotImplementedError
 
     def cancel(self, job: Job) -> None:
-        raise NotImplementedError
+        """Cancel a job: a queued one at once; a running one as soon as the backend can stop it."""
+        self.store.update(job, cancel_requested=True)
+        if job.status == "queued":
+            self.store.update(job, status="cancelled", phase="cancelled", finished=time.time())
+        elif job.status == "running":
+            self._stop_running(job)
+
+    def _stop_running(self, job: Job) -> None:
+        """Stop a running job; by default it stops itself at its next forward pass, seeing `cancel_requested`."""
 
     def shutdown(self) -> None:
         """Stop taking jobs."""

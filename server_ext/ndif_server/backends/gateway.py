@@ -4,6 +4,7 @@ jobs go to it as data, and results come back in checked chunks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import time
@@ -35,8 +36,7 @@ class GatewayBackend(Backend):
 
     def __init__(self, models: list[str], store: JobStore, settings: GatewaySettings, device_map: Any,
                  limits: Limits, log: Any):
-        super().__init__(models)
-        self.store = store
+        super().__init__(models, store)
         self.settings = settings
         self.device_map = device_map
         self.limits = limits
@@ -58,11 +58,8 @@ class GatewayBackend(Backend):
         if consumer is None or consumer.done():
             self._consumers[job.model] = asyncio.ensure_future(self._consume(job.model))
 
-    def cancel(self, job: Job) -> None:
-        self.store.update(job, cancel_requested=True)
-        if job.status == "queued":
-            self.store.update(job, status="cancelled", phase="cancelled", finished=time.time())
-        elif self._running.get(job.model) is job and self.loaded(job.model):
+    def _stop_running(self, job: Job) -> None:
+        if self._running.get(job.model) is job and self.loaded(job.model):
             asyncio.ensure_future(self._interrupt(job.model))
 
     def shutdown(self) -> None:
@@ -154,7 +151,7 @@ class GatewayBackend(Backend):
         await kernel.start()
         self.log.info("ndif: gateway kernel %s started; loading %s", kernel.kernel_id, name)
         self.store.update(job, phase="loading model")
-        config = {"model": name, "device_map": self.device_map, "limits": _limits_config(self.limits)}
+        config = {"model": name, "device_map": self.device_map, "limits": dataclasses.asdict(self.limits)}
         code = ("import json, ndif_server.worker as __ndif_worker__\n"
                 f"__ndif_worker__.start(json.loads({json.dumps(config)!r}))")
         reply = await kernel.execute(code, settings.warm_timeout)
@@ -239,7 +236,3 @@ class _ResultCollector:
         """Drop what arrived of a result that will not be used."""
         self.close()
         self._partial.unlink(missing_ok=True)
-
-
-def _limits_config(limits: Limits) -> dict[str, int]:
-    return {key: getattr(limits, key) for key in limits.__dataclass_fields__}

@@ -9,7 +9,7 @@ from typing import Any
 
 from ndif_jupyter.errors import NDIFError, RunCancelled
 from ndif_jupyter.execution.executor import execute
-from ndif_jupyter.protocol.result import result_bytes, write_result
+from ndif_jupyter.protocol.result import check_result_size, write_result
 from ndif_jupyter.tracing.graph import Graph
 
 from ..jobs import Job, JobStore
@@ -20,8 +20,7 @@ class LocalBackend(Backend):
     """Runs graphs here, with the one executor of `ndif_jupyter`, never on the server's event loop."""
 
     def __init__(self, models: list[str], store: JobStore, device_map: Any, max_result_bytes: int, log: Any):
-        super().__init__(models)
-        self.store = store
+        super().__init__(models, store)
         self.device_map = device_map
         self.max_result_bytes = max_result_bytes
         self.log = log
@@ -30,11 +29,6 @@ class LocalBackend(Backend):
 
     def submit(self, job: Job, graph: Graph) -> None:
         self._workers[job.model].submit(self._run, job, graph)
-
-    def cancel(self, job: Job) -> None:
-        self.store.update(job, cancel_requested=True)
-        if job.status == "queued":
-            self.store.update(job, status="cancelled", phase="cancelled", finished=time.time())
 
     def shutdown(self) -> None:
         for worker in self._workers.values():
@@ -50,12 +44,7 @@ class LocalBackend(Backend):
             torch_model = model.dispatch(self.device_map)
             store.update(job, phase="running")
             result = execute(graph, torch_model, on_forward=lambda step: self._forward(job, step))
-            size = result_bytes(result)
-            if size > self.max_result_bytes:
-                raise NDIFError(
-                    f"the result is {size / 1e6:.1f} MB, over this server's limit of "
-                    f"{self.max_result_bytes / 1e6:.1f} MB; save less"
-                )
+            check_result_size(result, self.max_result_bytes)
             store.update(job, phase="writing result")
             written = write_result(result, store.result_path(job.id))
             store.update(job, status="done", phase="done", result_bytes=written, finished=time.time())
