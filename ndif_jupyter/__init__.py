@@ -7,12 +7,20 @@
             hidden = model.model.layers[-1].output.save()
     hidden.value
 
-In a notebook, `%load_ext ndif_jupyter` adds the `%%ndif generate` cell magic, which records a whole cell as a block.
+In a notebook, `%load_ext ndif_jupyter` adds the `%%ndif generate` cell magic, which records a whole cell as a block
+and shows its saved values in the activation browser; `browse(values)` shows any saved values there.
 """
 
 from .errors import ExecutionError, NDIFError, TraceError, ValueNotReadyError
 from .model import Model
 from .tracing.proxy import Proxy
+
+
+def browse(values, **options):
+    """The activation browser for saved values: `_ndif`, a block that has run, or tensors (see `widgets.browse`)."""
+    from .widgets import browse as browse_values
+
+    return browse_values(values, **options)
 
 
 def load_ipython_extension(shell):
@@ -30,4 +38,4 @@ def unload_ipython_extension(shell):
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "Proxy", "NDIFError", "TraceError", "ExecutionError", "ValueNotReadyError", "__version__"]
+__all__ = ["Model", "Proxy", "browse", "NDIFError", "TraceError", "ExecutionError", "ValueNotReadyError", "__version__"]

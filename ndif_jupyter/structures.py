@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -18,6 +18,21 @@ def map_leaves(fn: Callable[[Any], Any], value: Any) -> Any:
         mapped = {key: map_leaves(fn, item) for key, item in value.items()}
         return mapped if type(value) is dict else type(value)(**mapped)
     return fn(value)
+
+
+def labelled_leaves(name: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """Every leaf of nested lists, tuples and dicts with a label that says where it is (`hs[3]`, `d['key']`).
+
+    Keys of a dict at the top (an empty `name`) label its items by themselves.
+    """
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from labelled_leaves(f"{name}[{index}]", item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from labelled_leaves(f"{name}[{key!r}]" if name else str(key), item)
+    else:
+        yield name, value
 
 
 def leaves(value: Any) -> list[Any]:

@@ -88,3 +88,19 @@ def server(jp_serverapp):
     assert os.environ["NDIF_SERVER_URL"] == f"http://localhost:{jp_serverapp.port}{jp_serverapp.base_url}ndif/api/"
     assert os.environ["NDIF_SERVER_TOKEN"] == jp_serverapp.identity_provider.token
     return app
+
+
+@pytest.fixture
+def test_output(request):
+    """A folder for what a test leaves for people to look at (screenshots): test-output/<test name>, kept after the run.
+
+    NDIF_TEST_OUTPUT moves the top folder (CI keeps it as an artifact).
+    """
+    import os
+    import re
+    from pathlib import Path
+
+    top = Path(os.environ.get("NDIF_TEST_OUTPUT", Path(__file__).parent.parent / "test-output"))
+    folder = top / re.sub(r"[^\w.-]+", "_", request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

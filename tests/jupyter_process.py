@@ -49,12 +49,14 @@ class JupyterServerProcess:
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(self.folder))
         env.pop("NDIF_SERVER_URL", None)
         env.pop("NDIF_SERVER_TOKEN", None)
-        command = [
+        return self._launch(self._command(), env, "api/status")
+
+    def _command(self) -> list[str]:
+        return [
             sys.executable, "-m", "jupyter", "server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
             f"--port={self.port}", f"--IdentityProvider.token={self.token}", f"--ServerApp.base_url={self.base_url}",
             f"--ServerApp.root_dir={self.folder}",
         ]
-        return self._launch(command, env, "api/status")
 
     def _launch(self, command: list[str], env: dict[str, str], probe: str):
         """Start `command` and wait until `probe` answers."""
@@ -181,3 +183,16 @@ class KernelGatewayProcess(JupyterServerProcess):
 
     def kernel(self, kernel_id: str) -> RemoteKernel:
         return RemoteKernel(self, kernel_id)
+
+
+class JupyterLabProcess(JupyterServerProcess):
+    """`python -m jupyter lab` on loopback with a token, with its settings and workspaces in its own folder."""
+
+    def _command(self) -> list[str]:
+        lab = super()._command()
+        lab[lab.index("server")] = "lab"
+        return lab + [
+            f"--LabApp.user_settings_dir={self.folder / 'settings'}",
+            f"--LabApp.workspaces_dir={self.folder / 'workspaces'}",
+            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]

@@ -3,7 +3,7 @@
     python tests/notebook_check.py notebooks/quickstart.ipynb            # check
     python tests/notebook_check.py --update notebooks/quickstart.ipynb   # run and store the fresh outputs (no stderr)
 
-Compared: stdout, results and displays (text/plain), and errors (name and message). Not compared: stderr (progress
+Compared: stdout, results and displays (their text/plain and which formats they have), and errors (name and message). Not compared: stderr (progress
 bars), numbers with a fractional part (timings, norms), memory addresses. A cell tagged `raises-exception` may fail.
 """
 
@@ -22,6 +22,8 @@ CELL_TIMEOUT = 600
 _FRACTIONAL = re.compile(r"-?\d+\.\d+(?:e[-+]?\d+)?")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PROGRESS = re.compile(r"\d+%\|")
+_WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def execute(path: Path) -> nbformat.NotebookNode:
@@ -38,11 +40,14 @@ def comparable(cell: nbformat.NotebookNode) -> list[str]:
     """The parts of a code cell's outputs that must be the same on every run."""
     parts = []
     for output in cell.get("outputs", []):
+        if _is_progress_bar(output):
+            continue
         kind = output["output_type"]
         if kind == "stream" and output["name"] == "stdout":
             parts.append("stdout: " + _normalize(output["text"]))
         elif kind in ("execute_result", "display_data"):
-            parts.append(f"{kind}: " + _normalize(output["data"].get("text/plain", "")))
+            kinds = ", ".join(sorted(output["data"]))
+            parts.append(f"{kind} ({kinds}): " + _normalize(output["data"].get("text/plain", "")))
         elif kind == "error":
             parts.append(f"error: {output['ename']}: " + _normalize(output["evalue"]))
     return parts
@@ -61,12 +66,20 @@ def differences(stored: nbformat.NotebookNode, fresh: nbformat.NotebookNode) -> 
     return found
 
 
-def _without_stderr(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Progress bars and warnings go to stderr; a stored notebook reads better without them."""
+def _storable(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Without stderr and progress bars, and without widget state: the browser widgets store a picture of themselves."""
+    notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.name == "stderr")]
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.output_type == "stream" and o.name == "stderr") and not _is_progress_bar(o)]
     return notebook
+
+
+def _is_progress_bar(output: nbformat.NotebookNode) -> bool:
+    """A progress bar shown as a widget (tqdm in a kernel with ipywidgets), such as weight loading's."""
+    data = output.get("data", {})
+    return _WIDGET in data and bool(_PROGRESS.search(data.get("text/plain", "")))
 
 
 def _normalize(text: str) -> str:
@@ -84,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         fresh = execute(path)
         if args.update:
-            nbformat.write(_without_stderr(fresh), path)
+            nbformat.write(_storable(fresh), path)
             print(f"{path}: outputs stored")
             continue
         found = differences(nbformat.read(path, as_version=4), fresh)

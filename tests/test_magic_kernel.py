@@ -37,8 +37,10 @@ hidden = model.transformer.h[-1].output.save()
 ''')
     assert content["status"] == "ok"
     shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
-    assert len(shown) == 1 and "text/html" in shown[0]
-    assert "generated 2 tokens for 1 prompt" in shown[0]["text/plain"] and "hidden" in shown[0]["text/plain"]
+    browsers = [data for data in shown if "image/png" in data]
+    assert len(browsers) == 1 and "application/vnd.jupyter.widget-view+json" in browsers[0]
+    assert "generated 2 tokens for 1 prompt" in browsers[0]["text/plain"]
+    assert "hidden: [1, 2, 64] float32 at model.transformer.h[3].output" in browsers[0]["text/plain"]
     content, messages = execute(kernel, "tuple(hidden.shape), type(hidden).__name__")
     results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
     assert results == ["((1, 2, 64), 'Tensor')"]

@@ -41,7 +41,7 @@ magic_hidden = model.transformer.h[-1].output.save()
         jobs = server.get("ndif/api/jobs")["jobs"]
         assert [job["status"] for job in jobs] == ["done", "done"]
         kernel.restart()
-        run = kernel.execute(f"""
+        run = kernel.execute("""
 import torch
 from ndif_jupyter.client import ServerClient
 client = ServerClient.from_environment()
@@ -51,3 +51,32 @@ print(first["status"], [tuple(value.shape) for value in result.saved.values()], 
 """)
         assert run.status == "ok", run
         assert run.stdout.strip().startswith("done [(1, ")
+
+
+def test_the_logit_lens_of_a_server_run_runs_on_the_server(gpt2_dir, tmp_path):
+    """After a `--server` cell the kernel has no weights; the browser's lens is a second small job on the server."""
+    config = {"NDIFServer": {"models": [str(gpt2_dir)], "response_path": str(tmp_path / "responses")}}
+    with JupyterServerProcess(config) as server:
+        kernel = server.start_kernel()
+        assert kernel.execute(f"%load_ext ndif_jupyter\nfrom ndif_jupyter import Model\nmodel = Model({str(gpt2_dir)!r})"
+                              ).status == "ok"
+        run = kernel.execute(f"""%%ndif trace model --server --prompt {PROMPT!r}
+stack = [block.output.save() for block in model.transformer.h]
+""")
+        assert run.status == "ok", run
+        (shown,) = run.displays
+        assert "application/vnd.jupyter.widget-view+json" in shown and "image/png" in shown
+        run = kernel.execute("""
+import torch
+from ndif_jupyter.widgets.lens import logit_lens
+browser = _ndif.browse(view="lens")
+remote = browser.lens_result()
+print("weights in the kernel:", model.local_model is not None)
+local = logit_lens(model, torch.stack([hidden[0] for hidden in stack]), k=10, device_map="cpu")
+print(browser.lens["status"], torch.equal(remote.ids, local.ids), torch.allclose(remote.probs, local.probs, atol=1e-6))
+""")
+        assert run.status == "ok", run
+        assert "weights in the kernel: False" in run.stdout
+        assert "ready True True" in run.stdout
+        jobs = server.get("ndif/api/jobs")["jobs"]
+        assert [job["status"] for job in jobs] == ["done", "done"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ast
 import difflib
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import typing_extensions
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
@@ -112,12 +114,29 @@ def parse_line(magic_func, line: str) -> CellOptions:
 
 def accepted_options(model: "Model", command: str) -> frozenset[str]:
     """Names a pass-through option may have: the model's forward arguments, and for generate its generation config."""
-    forward = set(inspect.signature(model._meta_model.forward).parameters) - _ENGINE_INPUTS
+    forward = _forward_arguments(model._meta_model.forward) - _ENGINE_INPUTS
     if command != "generate":
         return frozenset(forward)
     generation_config = getattr(model._meta_model, "generation_config", None)
     generation = {key for key in (generation_config.to_dict() if generation_config else {}) if not key.startswith("_")}
     return frozenset((forward | generation) - _ENGINE_INPUTS - {"transformers_version"})
+
+
+_UNPACK = {getattr(module, "Unpack", None) for module in (typing, typing_extensions)} - {None}
+
+
+def _forward_arguments(forward: Any) -> set[str]:
+    """The forward's named parameters, plus the keys of a `**kwargs: Unpack[SomeTypedDict]` (transformers' kwargs)."""
+    names = set()
+    for parameter in inspect.signature(forward).parameters.values():
+        if parameter.kind is not inspect.Parameter.VAR_KEYWORD:
+            names.add(parameter.name)
+            continue
+        annotation = parameter.annotation
+        if typing.get_origin(annotation) in _UNPACK:
+            for typed_dict in typing.get_args(annotation):
+                names.update(getattr(typed_dict, "__annotations__", {}))
+    return names
 
 
 def _option_strings(magic_func) -> dict[str, bool]:

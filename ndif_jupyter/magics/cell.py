@@ -16,6 +16,7 @@ from ..model import Model
 from ..tracing.proxy import resolve_saved
 from ..tracing.source import user_source
 from ..tracing.tracer import Invoker, Tracer
+from ..widgets.catalog import Catalog, entries_from_block, invokes_from_block
 from .result import CellResult
 from .running import cell_number
 
@@ -61,16 +62,21 @@ class NamespaceTransaction:
                 changed[name] = value
         return changed
 
-    def commit(self, block: Tracer) -> dict[str, Any]:
-        """Keep the body's assignments, with saved values in place of their proxies; returns those saved values."""
-        saved = {}
+    def commit(self, block: Tracer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Keep the body's assignments, with saved values in place of their proxies.
+
+        Returns the saved values by name, and the same names' values as recorded (the proxies), which tell where
+        each saved value came from.
+        """
+        saved, recorded = {}, {}
         for name, value in self.assigned().items():
             concrete = resolve_saved(value, block)
             if concrete is not value:
                 self.namespace[name] = concrete
                 saved[name] = concrete
+                recorded[name] = value
         self._unbind()
-        return saved
+        return saved, recorded
 
     def rollback(self) -> None:
         """Every name as it was before the cell: new names removed, rebound ones restored."""
@@ -141,8 +147,13 @@ def run_body(shell: Any, model: Model, block: Tracer, body: CompiledBody, invoke
     except BaseException:
         transaction.rollback()
         raise
-    saved = transaction.commit(block)
-    return CellResult.from_block(block, model.name, model.tokenizer, saved, time.perf_counter() - started)
+    saved, recorded = transaction.commit(block)
+    result = CellResult.from_block(block, model.name, model.tokenizer, saved, time.perf_counter() - started)
+    result.catalog = Catalog(
+        entries_from_block(block, recorded), invokes_from_block(block), model, block.device_map, result.headline(),
+        list(zip(result.prompts, result.generated)),
+    )
+    return result
 
 
 def _block_name(block: Tracer) -> str:

@@ -98,7 +98,7 @@ class NDIFMagics(Magics):
             raise
         self.shell.user_ns["_ndif"] = result
         if options.display:
-            display(result)
+            display(result.browse() if result.catalog is not None and result.catalog.entries else result)
 
 
 def _without_source(error: NDIFError) -> str:

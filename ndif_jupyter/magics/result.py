@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ..structures import leaves
+from ..structures import labelled_leaves
+from ..widgets.catalog import Catalog
 
 
 @dataclass
@@ -28,6 +29,7 @@ class CellResult:
     saved: dict[str, Any] = field(default_factory=dict)
     new_tokens: int = 0
     seconds: float = 0.0
+    catalog: Catalog | None = None
 
     @classmethod
     def from_block(cls, block: Any, model_name: str, tokenizer: Any, saved: dict[str, Any], seconds: float) -> "CellResult":
@@ -44,6 +46,12 @@ class CellResult:
         new_tokens = output_ids.shape[1] - prompt_width if output_ids is not None else 0
         return cls(block.kind, model_name, prompts, generated, output_ids, saved, new_tokens, seconds)
 
+    def browse(self, view: str | None = None) -> Any:
+        """The activation browser of this run's saved values (`view`: the view shown first)."""
+        from ..widgets import browse
+
+        return browse(self, view=view)
+
     @property
     def text(self) -> list[str]:
         """Each row's prompt followed by its generated text."""
@@ -53,7 +61,7 @@ class CellResult:
         """One (name, shape, dtype, norm) row per saved tensor; tuples and lists get one row per element."""
         rows = []
         for name, value in self.saved.items():
-            for label, leaf in _labelled_leaves(name, value):
+            for label, leaf in labelled_leaves(name, value):
                 if isinstance(leaf, torch.Tensor):
                     norm = f"{leaf.detach().double().norm().item():.4g}" if leaf.is_floating_point() else "-"
                     rows.append((label, str(list(leaf.shape)), str(leaf.dtype).replace("torch.", ""), norm))
@@ -62,7 +70,7 @@ class CellResult:
         return rows
 
     def __repr__(self) -> str:
-        lines = [self._headline()]
+        lines = [self.headline()]
         for index, (prompt, new) in enumerate(zip(self.prompts, self.generated)):
             shown = f"{prompt!r} -> {new!r}" if self.command == "generate" else repr(prompt)
             lines.append(f"  [{index}] {shown}")
@@ -77,7 +85,7 @@ class CellResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        parts = [f"<div class='ndif-result'><div><b>{html.escape(self._headline())}</b></div>"]
+        parts = [f"<div class='ndif-result'><div><b>{html.escape(self.headline())}</b></div>"]
         for prompt, new in zip(self.prompts, self.generated):
             parts.append(
                 "<div style='font-family:monospace;white-space:pre-wrap'>"
@@ -92,7 +100,7 @@ class CellResult:
         parts.append("</div>")
         return "".join(parts)
 
-    def _headline(self) -> str:
+    def headline(self) -> str:
         rows = len(self.prompts)
         if self.command == "generate":
             new = self.new_tokens
@@ -100,15 +108,3 @@ class CellResult:
         else:
             what = f"traced {rows} prompt{'s' * (rows != 1)}"
         return f"{self.model}: {what} in {self.seconds:.2f} s"
-
-
-def _labelled_leaves(name: str, value: Any):
-    if isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _labelled_leaves(f"{name}[{index}]", item)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _labelled_leaves(f"{name}[{key!r}]", item)
-    else:
-        for leaf in leaves(value):
-            yield name, leaf

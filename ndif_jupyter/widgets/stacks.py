@@ -1,0 +1,107 @@
+"""Layer stacks: saved per-layer hidden states grouped into [layers, rows, tokens, width] grids, one per step."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .catalog import SavedEntry
+
+_LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)(?P<suffix>(\.[^.]+)*)$")
+_LAYER_NAME = re.compile(r"^(?P<prefix>.*)\[(?P<index>\d+)\]$")
+
+
+@dataclass
+class LayerStack:
+    """Hidden states of several layers read at the same place of each layer.
+
+    `steps` maps a generation step to its per-layer tensors, each [rows, tokens, width], in layer order; every step has
+    the same layers. `invoke` is the invoke they belong to (None when unknown, as for plain tensors).
+    """
+
+    label: str
+    layer_labels: list[str]
+    steps: dict[int, list[torch.Tensor]] = field(default_factory=dict)
+    invoke: int | None = None
+
+    @property
+    def rows(self) -> int:
+        return next(iter(self.steps.values()))[0].shape[0]
+
+    @property
+    def width(self) -> int:
+        return next(iter(self.steps.values()))[0].shape[-1]
+
+    def tokens(self, step: int) -> int:
+        return self.steps[step][0].shape[1]
+
+    def at(self, step: int, row: int) -> torch.Tensor:
+        """One row of one step as a [layers, tokens, width] tensor."""
+        return torch.stack([layer[row] for layer in self.steps[step]])
+
+
+def find_stacks(entries: list[SavedEntry], minimum_layers: int = 2) -> list[LayerStack]:
+    """Every group of at least `minimum_layers` entries that are the same module value of numbered layers.
+
+    Entries with a recorded origin group by module path (`model.layers.3` and `model.layers.7.mlp` are layers 3 and 7
+    of different stacks); plain tensors group by name (`hs[0]`, `hs[1]`, ...). Only [rows, tokens, width] tensors
+    (or [tokens, width], taken as one row) of one shape per step take part.
+    """
+    groups: dict[tuple, dict[int, dict[int, torch.Tensor]]] = {}
+    labels: dict[tuple, str] = {}
+    for entry in entries:
+        value = _as_rows(entry.value)
+        if value is None:
+            continue
+        if entry.module is not None:
+            if entry.selection not in ("", "[0]"):
+                continue
+            match = _LAYER_PATH.match(entry.module)
+            if match is None:
+                continue
+            key = ("module", match["prefix"], match["suffix"], entry.event, entry.selection, entry.invoke)
+            labels[key] = f"{match['prefix']}.*{match['suffix']}.{entry.event}{entry.selection}"
+            step = entry.step or 0
+        else:
+            match = _LAYER_NAME.match(entry.name)
+            if match is None:
+                continue
+            key = ("name", match["prefix"])
+            labels[key] = f"{match['prefix']}[*]"
+            step = 0
+        groups.setdefault(key, {}).setdefault(step, {})[int(match["index"])] = value
+    stacks = []
+    for key, by_step in groups.items():
+        stack = _stack_of(labels[key], by_step, key[-1] if key[0] == "module" else None)
+        if stack is not None and len(stack.layer_labels) >= minimum_layers:
+            stacks.append(stack)
+    return stacks
+
+
+def _as_rows(value: torch.Tensor) -> torch.Tensor | None:
+    if not value.is_floating_point():
+        return None
+    if value.ndim == 3:
+        return value
+    if value.ndim == 2:
+        return value.unsqueeze(0)
+    return None
+
+
+def _stack_of(label: str, by_step: dict[int, dict[int, torch.Tensor]], invoke: int | None) -> LayerStack | None:
+    """The steps that saved the most layers; a step that saved fewer layers than that is left out of the stack."""
+    layer_indices = max((tuple(sorted(layers)) for layers in by_step.values()), key=len)
+    steps = {}
+    for step in sorted(by_step):
+        if tuple(sorted(by_step[step])) != layer_indices:
+            continue
+        tensors = [by_step[step][index] for index in layer_indices]
+        if len({tuple(tensor.shape) for tensor in tensors}) != 1:
+            return None
+        steps[step] = tensors
+    shapes = {(tensors[0].shape[0], tensors[0].shape[-1]) for tensors in steps.values()}
+    if len(shapes) != 1:
+        return None
+    return LayerStack(label, [str(index) for index in layer_indices], steps, invoke)

@@ -1,0 +1,216 @@
+"""Static pictures and text of the browser's current view, for notebooks opened without a kernel (GitHub, nbviewer).
+
+Pictures are drawn with matplotlib as raster images and text placed in pixels, without axes: a `%%ndif` cell
+renders one each time it shows a browser, and axes (ticks, layout) would cost several times more. Text is what
+costs most, so labels are few. `ActivationBrowser.static_picture = False` leaves the picture out.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+
+from .views import as_float_tensor
+
+if TYPE_CHECKING:
+    from .widget import ActivationBrowser
+
+DPI = 96
+FONT_SIZE = 7
+_MAX_LABELS = 64
+_MAX_ANNOTATED_CELLS = 300
+_MAX_OVERVIEW_ROWS = 40
+_NAN_COLOUR = (0.6, 0.6, 0.6, 1.0)
+
+
+def render_png(browser: "ActivationBrowser") -> bytes:
+    """A PNG of the browser's current view, drawn from the same traits the front end receives."""
+    draw = {"heatmap": _heatmap, "lens": _lens, "attention": _attention, "strip": _strip}.get(browser.view, _overview)
+    return draw(browser).png()
+
+
+def render_text(browser: "ActivationBrowser") -> str:
+    """The headline, the prompts and one line per saved value: the widget's text/plain form."""
+    lines = [browser.title] if browser.title else []
+    for index, text in enumerate(browser.texts):
+        lines.append(f"  [{index}] {text['prompt']!r} -> {text['generated']!r}" if text["generated"]
+                     else f"  [{index}] {text['prompt']!r}")
+    for row in browser.overview:
+        where = f" at {row['module']}" if row["module"] else ""
+        step = f" step {row['step']}" if row["step"] else ""
+        norm = f"  norm {row['norm']:.4g}" if row["norm"] is not None else ""
+        lines.append(f"  {row['name']}: {row['shape']} {row['dtype']}{where}{step}{norm}")
+    if browser.views != ["overview"]:
+        lines.append("views: " + ", ".join(browser.views) + " (interactive where widgets run)")
+    return "\n".join(lines)
+
+
+class _Picture:
+    """A picture laid out in pixels from the top-left corner: raster blocks and text, saved as one PNG."""
+
+    def __init__(self, width: int, height: int):
+        self.width, self.height = width, height
+        self.figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+        self.figure.patch.set_facecolor("white")
+
+    def image(self, rgba: np.ndarray, x: int, y: int) -> None:
+        self.figure.figimage(rgba, xo=x, yo=self.height - y - rgba.shape[0], origin="upper")
+
+    def text(self, x: float, y: float, text: str, **style: Any) -> None:
+        style.setdefault("fontsize", FONT_SIZE)
+        self.figure.text(x / self.width, 1 - y / self.height, text, **style)
+
+    def png(self) -> bytes:
+        buffer = io.BytesIO()
+        with matplotlib.rc_context({"text.hinting": "no_hinting"}):
+            self.figure.savefig(buffer, format="png", dpi=DPI)
+        return buffer.getvalue()
+
+
+def _cells(values: np.ndarray, cmap: str, low: float, high: float, cell_w: int, cell_h: int,
+           flip: bool = True) -> np.ndarray:
+    """A [rows, cols] grid as an RGBA raster of cells (first row at the bottom when `flip`)."""
+    scale = colormaps[cmap].with_extremes(bad=_NAN_COLOUR)
+    rgba = scale(Normalize(low, high if high > low else low + 1e-12)(np.ma.masked_invalid(values)))
+    rgba = (rgba * 255).astype(np.uint8)
+    if flip:
+        rgba = rgba[::-1]
+    return np.repeat(np.repeat(rgba, cell_h, axis=0), cell_w, axis=1)
+
+
+def _colour_bar(picture: _Picture, cmap: str, low: float, high: float, label: str, x: int, y: int, height: int) -> None:
+    ramp = np.linspace(high, low, height).reshape(height, 1).repeat(10, axis=1)
+    picture.image(_cells(ramp, cmap, low, high, 1, 1, flip=False), x, y)
+    picture.text(x + 14, y, f"{high:.4g}", va="top")
+    picture.text(x + 14, y + height, f"{low:.4g}", va="bottom")
+    picture.text(x + 14, y + height / 2, label, va="center", rotation=90)
+
+
+def _layer_grid(title: str, values: np.ndarray, cmap: str, low: float, high: float, tokens: list[str],
+                layer_labels: list[str], bar_label: str, annotations: list[str] | None = None,
+                probabilities: np.ndarray | None = None) -> _Picture:
+    """A layer x token grid (last layer on top) with token labels below, layer labels left and a colour bar."""
+    rows, cols = values.shape
+    cell_w = max(6, min(44 if annotations else 28, 900 // max(1, cols)))
+    cell_h = max(4, min(16, 480 // max(1, rows)))
+    left, top = 40, 24
+    label_room = 8 + 6 * min(12, max((len(token) for token in tokens), default=1)) if cols <= _MAX_LABELS else 16
+    width, height = left + cols * cell_w + 110, top + rows * cell_h + label_room + 8
+    picture = _Picture(width, height)
+    picture.text(4, 4, title, fontsize=8, va="top")
+    picture.image(_cells(values, cmap, low, high, cell_w, cell_h), left, top)
+    if cols <= _MAX_LABELS:
+        for column, token in enumerate(tokens):
+            picture.text(left + column * cell_w + cell_w / 2, top + rows * cell_h + 4, _shown(token)[:12],
+                         rotation=90, ha="center", va="top")
+    for row in range(0, rows, max(1, rows // 8)):
+        picture.text(left - 4, top + (rows - row - 0.5) * cell_h, layer_labels[row], ha="right", va="center")
+    if annotations is not None:
+        for row in range(rows):
+            for column in range(cols):
+                dark = probabilities is not None and probabilities[row, column] > 0.6
+                picture.text(left + (column + 0.5) * cell_w, top + (rows - row - 0.5) * cell_h,
+                             _shown(annotations[row * cols + column])[:6], ha="center", va="center", fontsize=6,
+                             color="white" if dark else "black")
+    _colour_bar(picture, cmap, low, high, bar_label, left + cols * cell_w + 14, top, max(60, min(rows * cell_h, 240)))
+    return picture
+
+
+def _overview(browser: "ActivationBrowser") -> _Picture:
+    lines = render_text(browser).splitlines()
+    shown = lines[:_MAX_OVERVIEW_ROWS] + ([f"... {len(lines) - _MAX_OVERVIEW_ROWS} more"]
+                                          if len(lines) > _MAX_OVERVIEW_ROWS else [])
+    picture = _Picture(max(300, 7 * max(len(line) for line in shown) + 16), 12 * len(shown) + 16)
+    picture.text(8, 8, "\n".join(shown), va="top", family="monospace", linespacing=1.25)
+    return picture
+
+
+def _heatmap(browser: "ActivationBrowser") -> _Picture:
+    grid = browser.grid
+    if not grid.get("rows"):
+        return _message(grid.get("label", "Nothing to show."))
+    values = as_float_tensor(grid["values"], grid["rows"], grid["cols"]).numpy()
+    return _layer_grid(_stack_title(browser), values, "RdBu_r" if grid["diverging"] else "viridis", grid["min"],
+                       grid["max"], browser.tokens, browser.layer_labels, grid["label"])
+
+
+def _lens(browser: "ActivationBrowser") -> _Picture:
+    lens = browser.lens
+    if lens.get("status") != "ready":
+        return _message(f"Logit lens: {lens.get('status', 'not computed')}")
+    rows, cols = lens["rows"], lens["cols"]
+    probabilities = as_float_tensor(lens["top_probs"], rows, cols).numpy()
+    annotations = lens["top_tokens"] if rows * cols <= _MAX_ANNOTATED_CELLS else None
+    return _layer_grid("Logit lens: " + _stack_title(browser), probabilities, "Blues", 0.0, 1.0, browser.tokens,
+                       browser.layer_labels, "probability of the top token", annotations, probabilities)
+
+
+def _attention(browser: "ActivationBrowser") -> _Picture:
+    attention = browser.attention
+    heads = attention.get("heads", 0)
+    if not heads:
+        return _message("No attention weights were saved.")
+    queries, keys = attention["q"], attention["k"]
+    cell = max(1, min(12, 160 // max(queries, keys)))
+    size_w, size_h = keys * cell, queries * cell
+    columns = min(heads, 4)
+    lines = -(-heads // columns)
+    picture = _Picture(max(320, columns * (size_w + 16) + 16), 24 + lines * (size_h + 22))
+    source = browser.attention_sources[max(0, min(browser.attention_source, len(browser.attention_sources) - 1))]
+    picture.text(4, 4, f"{source['label']} (step {attention['step']})", fontsize=8, va="top")
+    for head, pattern in enumerate(attention["patterns"]):
+        values = as_float_tensor(pattern, queries, keys).numpy()
+        x = 8 + (head % columns) * (size_w + 16)
+        y = 24 + (head // columns) * (size_h + 22)
+        picture.text(x, y, f"head {head}", va="top")
+        high = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+        picture.image(_cells(values, "Greys", 0.0, max(high, 1e-6), cell, cell, flip=False), x, y + 14)
+    return picture
+
+
+def _strip(browser: "ActivationBrowser") -> _Picture:
+    strip = browser.strip
+    values = strip.get("values") or []
+    if not values:
+        return _message("No per-layer hidden states were saved.")
+    count = len(values)
+    cell_w = max(6, min(48, 900 // count))
+    grid = as_float_tensor(values, 1, count).numpy()
+    cmap = "RdBu_r" if strip["diverging"] else "viridis"
+    picture = _Picture(40 + count * cell_w + 110, 24 + 30 + 8)
+    picture.text(4, 4, strip["label"], fontsize=8, va="top")
+    picture.image(_cells(grid, cmap, strip["min"], strip["max"], cell_w, 30), 20, 24)
+    if count <= _MAX_LABELS:
+        for column, token in enumerate(browser.tokens):
+            picture.text(20 + (column + 0.5) * cell_w, 39, _shown(token)[: max(1, cell_w // 6)], ha="center",
+                         va="center", fontsize=6)
+    _colour_bar(picture, cmap, strip["min"], strip["max"], "", 20 + count * cell_w + 14, 24, 30)
+    return picture
+
+
+def _stack_title(browser: "ActivationBrowser") -> str:
+    if not browser.stacks:
+        return ""
+    stack = browser.stacks[max(0, min(browser.stack, len(browser.stacks) - 1))]
+    window = browser.window
+    shown = f", tokens {window['start']}-{window['start'] + window['count'] - 1} of {window['total']}" \
+        if window.get("count", 0) < window.get("total", 0) else ""
+    return f"{stack['label']} (step {browser.step}, row {browser.row}{shown})"
+
+
+def _message(text: str) -> _Picture:
+    picture = _Picture(max(300, 7 * len(text) + 16), 40)
+    picture.text(8, 20, text, va="center", fontsize=9)
+    return picture
+
+
+def _shown(token: str) -> str:
+    """A token as a label: spaces and newlines visible, other control characters as escapes (no font draws them)."""
+    token = token.replace("\n", "⏎").replace(" ", "␣")
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in token)

@@ -1,0 +1,191 @@
+"""The state of each view, computed in the kernel from a catalog and the user's selection, bounded in size.
+
+Every function returns plain JSON-ready values: what the browser's front end receives, and what its static picture
+draws. Nothing here sends a tensor whole: grids are windows of at most `Bounds.cells` values, attention at most
+`Bounds.attention` values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..tracing.envoy import display_path
+from .attention import AttentionSource, bounded_patterns
+from .catalog import Catalog, SavedEntry
+from .lens import LensResult
+from .reductions import Reduction, plain_values, reduce, value_range
+from .stacks import LayerStack
+from .tokens import token_texts
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How much one view may send: grid cells (layers x tokens), tokens per window, attention values in all."""
+
+    cells: int = 8192
+    tokens: int = 256
+    attention: int = 32768
+
+    def window_size(self, layers: int, total: int) -> int:
+        return max(1, min(total, self.tokens, self.cells // max(1, layers)))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The token positions shown: `count` of the step's `total`, from `start`."""
+
+    start: int
+    count: int
+    total: int
+
+    @classmethod
+    def clamped(cls, start: int, count: int, total: int) -> "Window":
+        return cls(max(0, min(start, total - count)), count, total)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"start": self.start, "count": self.count, "total": self.total}
+
+
+def overview_rows(entries: list[SavedEntry]) -> list[dict[str, Any]]:
+    """One row per saved tensor: name, origin, shape, dtype, and summary statistics of its values."""
+    rows = []
+    for entry in entries:
+        value = entry.value
+        stats = {"mean": None, "std": None, "min": None, "max": None, "norm": None}
+        if value.numel() and not value.is_complex():
+            numbers = value.detach().double()
+            stats = {
+                "mean": numbers.mean().item(),
+                "std": numbers.std().item() if numbers.numel() > 1 else 0.0,
+                "min": numbers.min().item(),
+                "max": numbers.max().item(),
+                "norm": numbers.norm().item(),
+            }
+        module = None
+        if entry.module is not None:
+            module = f"{display_path(entry.module)}.{entry.event}{entry.selection}"
+        rows.append({
+            "name": entry.name, "module": module, "step": entry.step, "invoke": entry.invoke,
+            "shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", ""),
+            **{key: _finite(number) for key, number in stats.items()},
+        })
+    return rows
+
+
+def stack_window(stack: LayerStack, step: int, start: int, bounds: Bounds) -> Window:
+    total = stack.tokens(step)
+    return Window.clamped(start, bounds.window_size(len(stack.layer_labels), total), total)
+
+
+def stack_tokens(catalog: Catalog, stack: LayerStack, step: int, row: int, window: Window) -> list[str]:
+    """The window's token strings for one row of a stack at one step."""
+    ids = padding = None
+    if stack.invoke is not None:
+        ids = catalog.token_ids(stack.invoke, row, step, window.total)
+        padding = catalog.padding(stack.invoke, row, step, window.total)
+    elif len(catalog.invokes) == 1:
+        ids = catalog.token_ids(0, row, step, window.total)
+        padding = catalog.padding(0, row, step, window.total)
+    tokenizer = catalog.model.tokenizer if catalog.model is not None else None
+    return token_texts(tokenizer, ids, padding or 0, window.count, window.start)
+
+
+def grid_state(stack: LayerStack, step: int, row: int, reduction: Reduction, window: Window) -> dict[str, Any]:
+    """The layer x token heatmap: the reduction of every layer at the window's tokens, row-major."""
+    grid = reduce(stack.at(step, row), reduction)[:, window.start:window.start + window.count]
+    low, high = value_range(grid, reduction.diverging)
+    return {
+        "rows": grid.shape[0], "cols": grid.shape[1], "values": plain_values(grid), "min": low, "max": high,
+        "diverging": reduction.diverging, "label": reduction.label(),
+    }
+
+
+def strip_state(grid: dict[str, Any], layer: int, layer_label: str) -> dict[str, Any]:
+    """The token strip: one layer's row of the heatmap, coloured on that row's own scale."""
+    cols = grid["cols"]
+    layer = max(0, min(layer, grid["rows"] - 1))
+    values = grid["values"][layer * cols:(layer + 1) * cols]
+    finite = [value for value in values if value is not None]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    if grid["diverging"]:
+        bound = max(abs(low), abs(high))
+        low, high = -bound, bound
+    return {
+        "layer": layer, "label": f"layer {layer_label}: {grid['label']}", "values": values, "min": low, "max": high,
+        "diverging": grid["diverging"],
+    }
+
+
+def lens_state(result: LensResult, tokenizer: Any) -> dict[str, Any]:
+    """The logit-lens grid: the top token and its probability at every (layer, token) of the window."""
+    layers, tokens, _ = result.ids.shape
+    top_ids = result.ids[..., 0].reshape(-1).tolist()
+    return {
+        "status": "ready", "rows": layers, "cols": tokens,
+        "top_tokens": [tokenizer.decode([token]) for token in top_ids],
+        "top_probs": [round(value, 6) for value in result.probs[..., 0].reshape(-1).tolist()],
+    }
+
+
+def lens_cell_state(result: LensResult, tokenizer: Any, layer: int, token: int, window: Window) -> dict[str, Any]:
+    """The top-k list of one clicked cell (`token` is an absolute position inside the window)."""
+    column = token - window.start
+    if not (0 <= layer < result.ids.shape[0] and 0 <= column < result.ids.shape[1]):
+        return {}
+    ids = result.ids[layer, column].tolist()
+    probs = result.probs[layer, column].tolist()
+    return {
+        "layer": layer, "token": token,
+        "top": [{"token": tokenizer.decode([token_id]), "prob": round(prob, 6)} for token_id, prob in zip(ids, probs)],
+    }
+
+
+def attention_state(catalog: Catalog, source: AttentionSource, step: int, row: int, start: int,
+                    bounds: Bounds) -> dict[str, Any]:
+    """The head grid: every head's pattern over a window of query and key tokens, within `bounds.attention` values."""
+    if step not in source.steps:
+        step = min(source.steps)
+    weights = source.steps[step][min(row, source.rows - 1)].float()
+    patterns, query_start, key_start = bounded_patterns(weights, start, bounds.attention)
+    heads, queries, keys = patterns.shape
+    invoke = source.invoke if source.invoke is not None else (0 if len(catalog.invokes) == 1 else None)
+    total_keys = weights.shape[-1]
+    ids = catalog.token_ids(invoke, row, step, total_keys) if invoke is not None else None
+    padding = catalog.padding(invoke, row, step, total_keys) if invoke is not None else 0
+    tokenizer = catalog.model.tokenizer if catalog.model is not None else None
+    key_tokens = token_texts(tokenizer, ids, padding, keys, key_start)
+    query_offset = total_keys - weights.shape[1]
+    query_tokens = token_texts(tokenizer, ids, padding, queries, query_offset + query_start)
+    return {
+        "status": "ready", "heads": heads, "q": queries, "k": keys, "step": step,
+        "query_tokens": query_tokens, "key_tokens": key_tokens,
+        "patterns": [plain_values(pattern) for pattern in patterns],
+    }
+
+
+def _finite(number: float | None) -> float | None:
+    if number is None or number != number or abs(number) == float("inf"):
+        return None
+    return number
+
+
+def empty_grid(message: str) -> dict[str, Any]:
+    return {"rows": 0, "cols": 0, "values": [], "min": 0.0, "max": 0.0, "diverging": False, "label": message}
+
+
+def stack_choice(stacks: list[LayerStack], index: int) -> LayerStack | None:
+    if not stacks:
+        return None
+    return stacks[max(0, min(index, len(stacks) - 1))]
+
+
+def step_choice(steps: list[int], step: int) -> int:
+    return step if step in steps else steps[0]
+
+
+def as_float_tensor(values: list[float | None], rows: int, cols: int) -> torch.Tensor:
+    """A grid's values back as a [rows, cols] tensor, NaN for None (for the static pictures)."""
+    return torch.tensor([float("nan") if value is None else value for value in values]).reshape(rows, cols)

@@ -1,0 +1,94 @@
+"""The activation browser's front end in a real browser: JupyterLab runs a `%%ndif` cell, chromium shows the widget.
+
+Needs Debian's chromium and the Playwright package of `tests/browser` (`npm ci --prefix tests/browser`). Without them
+the test is skipped, unless NDIF_REQUIRE_BROWSER=1 (set by `.ci/run`), which makes their absence a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from nbformat.v4 import new_code_cell, new_notebook
+
+from jupyter_process import JupyterLabProcess
+from ndif_jupyter import Model
+from reference import capture, load
+
+BROWSER_TESTS = Path(__file__).parent / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+def _missing_browser_parts() -> list[str]:
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"chromium ({CHROMIUM}; apt-get install chromium)")
+    if shutil.which("node") is None:
+        missing.append("node")
+    elif not (BROWSER_TESTS / "node_modules" / "playwright-core").exists():
+        if shutil.which("npm") is not None:
+            subprocess.run(["npm", "ci", "--prefix", str(BROWSER_TESTS)], check=False, capture_output=True)
+        if not (BROWSER_TESTS / "node_modules" / "playwright-core").exists():
+            missing.append("playwright-core (npm ci --prefix tests/browser)")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def browser_parts():
+    missing = _missing_browser_parts()
+    if missing:
+        message = "browser test parts missing: " + ", ".join(missing)
+        if os.environ.get("NDIF_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _shown(token: str) -> str:
+    """A token as the front end writes it in a cell: a leading space, newlines and tabs made visible."""
+    if token.startswith(" "):
+        token = "␣" + token[1:]
+    return token.replace("\r\n", "⏎").replace("\n", "⏎").replace("\t", "⇥")
+
+
+def test_jupyterlab_shows_the_heatmap_and_the_logit_lens_of_a_cell(browser_parts, llama_dir, test_output):
+    model = Model(str(llama_dir))
+    ids = model.tokenizer(PROMPT)["input_ids"]
+    layers = model.config.num_hidden_layers
+    reference = load(llama_dir)
+    paths = [f"model.layers.{index}" for index in range(layers)]
+    with capture(reference, paths) as seen, torch.no_grad():
+        reference(torch.tensor([ids]))
+        last = reference.lm_head(reference.model.norm(seen[paths[-1]][0][0])).argmax(-1)
+    expected_top = [_shown(model.tokenizer.decode([token])) for token in last.tolist()]
+
+    with JupyterLabProcess({}) as lab:
+        notebook = new_notebook(cells=[
+            new_code_cell("%load_ext ndif_jupyter\nfrom ndif_jupyter import Model\n"
+                          f"model = Model({str(llama_dir)!r})"),
+            new_code_cell(f"%%ndif trace model --prompt {PROMPT!r}\n"
+                          "hidden = [layer.output.save() for layer in model.model.layers]"),
+        ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nbformat.write(notebook, lab.folder / "browse.ipynb")
+        run = subprocess.run(
+            ["node", str(BROWSER_TESTS / "notebook_widget.mjs"), lab.url, lab.token, "browse.ipynb", str(test_output)],
+            capture_output=True, text=True, timeout=420, env=dict(os.environ, CHROMIUM=CHROMIUM),
+        )
+        assert run.returncode == 0, f"{run.stderr}\n--- JupyterLab log ---\n{lab.log_path.read_text()[-4000:]}"
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+
+    assert (seen["heatmap"]["rows"], seen["heatmap"]["cols"]) == (layers, len(ids))
+    assert seen["heatmap"]["box"]["width"] > 100 and seen["heatmap"]["box"]["height"] > 40
+    assert seen["lens"]["cells"] == layers * len(ids)
+    assert seen["lens"]["lastLayerTokens"] == expected_top
+    assert seen["lens"]["clicked"] == [0, len(ids) - 1]
+    assert len(seen["lens"]["topk"]) == 10
+    assert not [error for error in seen["consoleErrors"] if "ndif" in error or "browser.js" in error]
+    for screenshot in seen["screenshots"]:
+        assert Path(screenshot).stat().st_size > 5000, screenshot
