@@ -258,7 +258,34 @@ def test_a_block_that_ran_can_be_browsed_with_its_modules_as_names(gpt2_dir):
 def test_browsing_nothing_or_an_unrun_block_says_what_to_do(gpt2_dir):
     with pytest.raises(NDIFError, match="no saved tensors"):
         browse({})
+    with pytest.raises(NDIFError, match="no 'lens' view; they have overview"):
+        browse({"x": torch.ones(3)}, view="lens")
     gpt2 = Model(str(gpt2_dir))
     block = gpt2.trace()
     with pytest.raises(NDIFError, match="has not run"):
         browse(block)
+
+
+def test_the_lens_covers_a_bounded_part_of_the_window_and_moves_with_it(ip, llama_dir):
+    llama = Model(str(llama_dir))
+    ip.user_ns["llama"] = llama
+    prompt = "the quick brown fox jumps over the lazy dog " * 3
+    result = run(ip, f'''%%ndif trace llama --prompt {prompt!r} --no-display
+hidden = [layer.output.save() for layer in model.model.layers]
+''')
+    browser = browse(result, view="lens", bounds=Bounds(tokens=12, lens_tokens=8))
+    reference, ids, states = reference_states(llama_dir, prompt)
+    assert len(ids) > 20
+    with torch.no_grad():
+        top = reference.lm_head(reference.model.norm(states)).float().softmax(-1).topk(10, dim=-1)
+    for start in (0, 8):
+        browser.token_start = start
+        lens = browser.lens
+        assert browser.window == {"start": start, "count": 12, "total": len(ids)}
+        assert (lens["rows"], lens["cols"]) == (4, 8)
+        expected = top.values[:, start:start + 8, 0].reshape(-1)
+        assert torch.allclose(torch.tensor(lens["top_probs"]), expected, atol=1e-5)
+    browser.selected = [2, 10]
+    assert browser.lens_cell["token"] == 10
+    assert torch.allclose(torch.tensor([entry["prob"] for entry in browser.lens_cell["top"]]), top.values[2, 10],
+                          atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -12,6 +13,7 @@ from ..errors import NDIFError
 from .arguments import CELL_COMMANDS, CellOptions, ndif_arguments, parse_line
 from .cell import compile_body, run_body
 from .models import ModelChoice
+from .result import CellResult
 from .running import cell_header
 from .tracebacks import report_in_cell, report_syntax_error
 
@@ -98,7 +100,23 @@ class NDIFMagics(Magics):
             raise
         self.shell.user_ns["_ndif"] = result
         if options.display:
-            display(result.browse() if result.catalog is not None and result.catalog.entries else result)
+            display(_browser_or_summary(result))
+
+
+def _browser_or_summary(result: CellResult) -> Any:
+    """The activation browser of the cell's saved values, or the text summary when it saved none.
+
+    The run has succeeded and its values are in the namespace by now, so a browser that cannot be built is reported
+    and the summary shown instead of failing the cell.
+    """
+    if result.catalog is None or not result.catalog.entries:
+        return result
+    try:
+        return result.browse()
+    except Exception as error:  # the cell's work is done; only its picture is missing
+        print(f"The activation browser could not be shown ({type(error).__name__}: {error}); the run's summary "
+              "follows. `_ndif` holds the values.", file=sys.stderr)
+        return result
 
 
 def _without_source(error: NDIFError) -> str:

@@ -147,7 +147,7 @@ def _lens(browser: "ActivationBrowser") -> _Picture:
     rows, cols = lens["rows"], lens["cols"]
     probabilities = as_float_tensor(lens["top_probs"], rows, cols).numpy()
     annotations = lens["top_tokens"] if rows * cols <= _MAX_ANNOTATED_CELLS else None
-    return _layer_grid("Logit lens: " + _stack_title(browser), probabilities, "Blues", 0.0, 1.0, browser.tokens,
+    return _layer_grid("Logit lens: " + _stack_title(browser), probabilities, "Blues", 0.0, 1.0, browser.tokens[:cols],
                        browser.layer_labels, "probability of the top token", annotations, probabilities)
 
 

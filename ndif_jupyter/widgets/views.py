@@ -23,11 +23,14 @@ from .tokens import token_texts
 
 @dataclass(frozen=True)
 class Bounds:
-    """How much one view may send: grid cells (layers x tokens), tokens per window, attention values in all."""
+    """How much one view may send: grid cells (layers x tokens), tokens per window, attention values in all, and
+    tokens of the logit lens (the first `lens_tokens` of the window: each costs a projection onto the vocabulary
+    at every layer)."""
 
     cells: int = 8192
     tokens: int = 256
     attention: int = 32768
+    lens_tokens: int = 64
 
     def window_size(self, layers: int, total: int) -> int:
         return max(1, min(total, self.tokens, self.cells // max(1, layers)))

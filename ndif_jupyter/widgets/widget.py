@@ -101,7 +101,9 @@ class ActivationBrowser(anywidget.AnyWidget):
             ]
             self.attention_sources = [{"label": source.label, "heads": source.heads} for source in self._attention]
             self.views = self._available_views()
-            self.view = view if view in self.views else self.views[min(1, len(self.views) - 1)]
+            if view is not None and view not in self.views:
+                raise NDIFError(f"These values have no {view!r} view; they have {', '.join(self.views)}.")
+            self.view = view or self.views[min(1, len(self.views) - 1)]
             if self._stacks:
                 self.step = min(self._stacks[0].steps)
                 self.strip_layer = len(self._stacks[0].layer_labels) - 1
@@ -230,7 +232,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         stack = self._stacks[index]
         step = step_choice(sorted(stack.steps), self.step)
         row = max(0, min(self.row, stack.rows - 1))
-        return (index, step, row, self._window.start, self._window.count)
+        return (index, step, row, self._window.start, min(self._window.count, self.bounds.lens_tokens))
 
     def _refresh_attention(self) -> None:
         if not self._attention:
