@@ -70,6 +70,7 @@ class Model:
         self._device_map: Any = None
         self._tracer: Tracer | None = None
         self._lock = threading.RLock()
+        self._pad_cache: tuple[Any, int] | None = None
 
     # ----- the blocks -----
     def generate(self, *, device_map: Any = None, **options: Any) -> GenerateContext:
@@ -174,9 +175,12 @@ class Model:
 
     @property
     def _pad_token_id(self) -> int:
-        if self.tokenizer.pad_token_id is not None:
-            return int(self.tokenizer.pad_token_id)
-        return 0
+        """The tokenizer's pad id (0 when it has none), read once per pad token: the tokenizer is slow to ask."""
+        token = self.tokenizer.pad_token
+        if self._pad_cache is None or self._pad_cache[0] != token:
+            pad_id = self.tokenizer.pad_token_id
+            self._pad_cache = (token, int(pad_id) if pad_id is not None else 0)
+        return self._pad_cache[1]
 
     def _default_max_new_tokens(self) -> int:
         generation_config = getattr(self._meta_model, "generation_config", None)

@@ -71,6 +71,8 @@ def describe(value: Any) -> str:
 
 def leaf_shapes(value: Any) -> list:
     """The shape of every tensor leaf as a plain list (None for other leaves), in `leaves` order."""
+    if isinstance(value, torch.Tensor):
+        return [list(value.shape)]
     return [list(leaf.shape) if isinstance(leaf, torch.Tensor) else None for leaf in leaves(value)]
 
 

@@ -28,19 +28,18 @@ class Span:
 def build_inputs(graph: Graph, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[Span]]:
     """Left-padded input ids, their attention mask, and each invoke's span."""
     length = max(invoke.length for invoke in graph.invokes)
-    batch = graph.batch_size
-    input_ids = torch.full((batch, length), graph.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch, length), dtype=torch.long)
+    pad = graph.pad_token_id
+    ids: list[list[int]] = []
+    mask: list[list[int]] = []
     spans = []
-    row = 0
     for invoke in graph.invokes:
-        whole = len(graph.invokes) == 1
-        spans.append(Span(row, len(invoke.rows), whole))
+        spans.append(Span(len(ids), len(invoke.rows), len(graph.invokes) == 1))
         for tokens in invoke.rows:
-            if tokens:
-                input_ids[row, length - len(tokens):] = torch.tensor(tokens, dtype=torch.long)
-                attention_mask[row, length - len(tokens):] = 1
-            row += 1
+            padding = length - len(tokens)
+            ids.append([pad] * padding + list(tokens))
+            mask.append([0] * padding + [1] * len(tokens))
+    input_ids = torch.tensor(ids, dtype=torch.long)
+    attention_mask = torch.tensor(mask, dtype=torch.long)
     return input_ids.to(device), attention_mask.to(device), spans
 
 

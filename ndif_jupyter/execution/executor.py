@@ -19,7 +19,7 @@ import torch
 from ..errors import ExecutionError, NDIFError
 from ..operations import OPERATIONS
 from ..structures import first_input, map_leaves
-from ..tracing.graph import Graph, Node, Ref, node_refs
+from ..tracing.graph import METADATA_KWARGS, Graph, Node, Ref, node_refs
 from .batching import Span, build_inputs, narrow, position_ids_from, replace
 
 
@@ -56,7 +56,7 @@ def saved_copy(value: Any) -> Any:
             return leaf.clone() if leaf.device.type == "cpu" else leaf.to("cpu")
         return leaf
 
-    return map_leaves(copy, value)
+    return copy(value) if isinstance(value, torch.Tensor) else map_leaves(copy, value)
 
 
 class _EventState:
@@ -96,7 +96,8 @@ class _Run:
                 self.events.setdefault(key, []).append(node.id)
                 self.event_of[node.id] = key
         self.spans: list[Span] = []
-        self.constants = {node.id: self._place_constants(node) for node in self.nodes}
+        self.constants = {node.id: (node.args, node.kwargs) if node.op in _GETTERS else self._place_constants(node)
+                          for node in self.nodes}
         self.heap: list[int] = []
         self.active: tuple[tuple[str, str, int], _EventState] | None = None
         self.fired: set[tuple[str, str, int]] = set()
@@ -163,7 +164,7 @@ class _Run:
         if self.graph.kind == "generate":
             handles.append(self.model.register_forward_pre_hook(self._count_step))
         for path, phase in {(path, phase) for path, phase, _ in self.events}:
-            module = self.model.get_submodule(path)
+            module = _submodule(self.model, path)
             if phase == "pre":
                 handles.append(module.register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
             else:
@@ -265,9 +266,10 @@ class _Run:
         if self.active is None or self.active[0] != key:
             raise ExecutionError(f"`{_display(node)}` ran outside {_event_text(key)}.", node.source)
         state = self.active[1]
-        path, invoke, step = node.args[:3]
+        span = self.spans[node.args[1]]
+        if node.op == "module.output" and span.whole:
+            return state.value
         shapes = node.kwargs["shapes"]
-        span = self.spans[invoke]
         if node.op == "module.output":
             return narrow(state.value, shapes, span)
         if node.op == "module.inputs":
@@ -289,7 +291,7 @@ class _Run:
 
     def _call_module(self, node: Node) -> Any:
         path, call_args, call_kwargs = self.constants[node.id][0]
-        module = self.model.get_submodule(path)
+        module = _submodule(self.model, path)
         device = next((p.device for p in module.parameters()), self.device)
         to_device = lambda leaf: leaf.to(device) if isinstance(leaf, torch.Tensor) else leaf  # noqa: E731
         args = map_leaves(to_device, self._resolve(call_args))
@@ -319,7 +321,8 @@ class _Run:
                 return leaf.to(self.device)
             return leaf
 
-        if not _has_tensor(node.args) and not _has_tensor(node.kwargs):
+        values = [value for key, value in node.kwargs.items() if key not in METADATA_KWARGS]
+        if not _has_tensor(node.args) and not _has_tensor(values):
             return node.args, node.kwargs
         return map_leaves(place, node.args), map_leaves(place, node.kwargs)
 
@@ -378,6 +381,16 @@ def _has_tensor(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_has_tensor(item) for item in value.values())
     return False
+
+
+def _submodule(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    """`model.get_submodule(path)`, looked up in a table of the model's modules built once per model."""
+    table = getattr(model, "_ndif_modules", None)
+    if table is None:
+        table = dict(model.named_modules())
+        model._ndif_modules = table
+    module = table.get(path)
+    return module if module is not None else model.get_submodule(path)
 
 
 def _forward_parameters(model: torch.nn.Module) -> frozenset[str]:

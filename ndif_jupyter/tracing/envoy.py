@@ -14,7 +14,7 @@ from .source import user_source
 if TYPE_CHECKING:
     from ..model import Model
 
-_OWN = ("_model", "_path", "_module")
+_OWN = ("_model", "_path", "_module", "_children")
 _EVENTS = ("output", "input", "inputs")
 
 
@@ -27,54 +27,63 @@ class Envoy:
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_module", module)
+        object.__setattr__(self, "_children", {})
 
     # ----- where the user reads and writes activations -----
     @property
     def output(self):
         """This module's output at the current invoke and generation step."""
         __tracebackhide__ = True
-        return self._model._tracer_for(f"{self._display()}.output").module_get(self._path, "output")
+        return self._open_tracer(".output").module_get(self._path, "output")
 
     @output.setter
     def output(self, value: Any) -> None:
         __tracebackhide__ = True
-        self._model._tracer_for(f"{self._display()}.output").module_set(self._path, "output", value)
+        self._open_tracer(".output").module_set(self._path, "output", value)
 
     @property
     def input(self):
         """This module's first input (the first positional argument, else the first keyword argument)."""
         __tracebackhide__ = True
-        return self._model._tracer_for(f"{self._display()}.input").module_get(self._path, "input")
+        return self._open_tracer(".input").module_get(self._path, "input")
 
     @input.setter
     def input(self, value: Any) -> None:
         __tracebackhide__ = True
-        self._model._tracer_for(f"{self._display()}.input").module_set(self._path, "input", value)
+        self._open_tracer(".input").module_set(self._path, "input", value)
 
     @property
     def inputs(self):
         """This module's inputs as `(args, kwargs)`."""
         __tracebackhide__ = True
-        return self._model._tracer_for(f"{self._display()}.inputs").module_get(self._path, "inputs")
+        return self._open_tracer(".inputs").module_get(self._path, "inputs")
 
     @inputs.setter
     def inputs(self, value: Any) -> None:
         __tracebackhide__ = True
-        self._model._tracer_for(f"{self._display()}.inputs").module_set(self._path, "inputs", value)
+        self._open_tracer(".inputs").module_set(self._path, "inputs", value)
 
     def __call__(self, *args: Any, **kwargs: Any):
         """Call this module on traced values (for example the logit lens: `model.lm_head(model.model.norm(h))`)."""
         __tracebackhide__ = True
-        return self._model._tracer_for(f"{self._display()}(...)").module_call(self._path, args, kwargs)
+        return self._open_tracer("(...)").module_call(self._path, args, kwargs)
+
+    def _open_tracer(self, what: str):
+        """The model's open block; outside one, the error names `what` was used (`model.x.output`)."""
+        __tracebackhide__ = True
+        tracer = self._model._tracer
+        if tracer is None:
+            return self._model._tracer_for(f"{self._display()}{what}")
+        return tracer
 
     # ----- walking the tree -----
     def __getattr__(self, name: str) -> Any:
         __tracebackhide__ = True
         if name.startswith("__"):
             raise AttributeError(name)
-        child = self._module._modules.get(name)
+        child = self._child(name)
         if child is not None:
-            return Envoy(self._model, _join(self._path, name), child)
+            return child
         if name in self._module._parameters or name in self._module._buffers:
             raise TraceError(
                 f"`{self._display()}.{name}` is a weight; weights cannot be read or changed in an intervention graph.",
@@ -96,28 +105,37 @@ class Envoy:
             f"`{self._display()}.{name} = ...` cannot be recorded: only `.output`, `.input` and `.inputs` can be set."
         )
 
+    def _child(self, name: str) -> "Envoy | None":
+        """The Envoy of a child module, made once per name (None when there is no such child)."""
+        child = self._children.get(name)
+        if child is None:
+            module = self._module._modules.get(name)
+            if module is None:
+                return None
+            child = self._children[name] = Envoy(self._model, _join(self._path, name), module)
+        return child
+
     def __getitem__(self, key: int | slice | str) -> "Envoy | list[Envoy]":
         __tracebackhide__ = True
         names = list(self._module._modules)
         if isinstance(key, str):
             if key not in self._module._modules:
                 raise KeyError(self._unknown_name_message(key))
-            return Envoy(self._model, _join(self._path, key), self._module._modules[key])
+            return self._child(key)
         if isinstance(key, slice):
-            return [Envoy(self._model, _join(self._path, name), self._module._modules[name]) for name in names[key]]
+            return [self._child(name) for name in names[key]]
         if not isinstance(self._module, (torch.nn.ModuleList, torch.nn.Sequential)):
             raise TypeError(f"`{self._display()}` ({type(self._module).__name__}) cannot be indexed; it is not a list of modules.")
         if not -len(names) <= key < len(names):
             raise IndexError(f"`{self._display()}` has {len(names)} modules; index {key} is out of range.")
-        name = names[key]
-        return Envoy(self._model, _join(self._path, name), self._module._modules[name])
+        return self._child(names[key])
 
     def __len__(self) -> int:
         return len(self._module._modules)
 
     def __iter__(self):
-        for name, child in self._module._modules.items():
-            yield Envoy(self._model, _join(self._path, name), child)
+        for name in list(self._module._modules):
+            yield self._child(name)
 
     def __dir__(self) -> list[str]:
         return sorted(set(self._module._modules) | {"output", "input", "inputs"})

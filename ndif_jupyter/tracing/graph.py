@@ -72,6 +72,8 @@ def iter_refs(value: Any) -> Iterator[Ref]:
     """Every Ref inside an argument, however deeply nested in tuples, lists, dicts and slices."""
     if isinstance(value, Ref):
         yield value
+    elif isinstance(value, (int, float, str, type(None))):
+        return
     elif isinstance(value, (tuple, list)):
         for item in value:
             yield from iter_refs(item)
@@ -82,11 +84,17 @@ def iter_refs(value: Any) -> Iterator[Ref]:
         yield from iter_refs((value.start, value.stop, value.step))
 
 
+METADATA_KWARGS = frozenset({"shapes"})
+"""Keyword arguments that describe a node (the shapes traced for a module event) and hold no values or refs."""
+
+
 def node_refs(node: Node) -> list[int]:
     """The ids of the nodes that `node` reads, in order, without repeats."""
     seen: dict[int, None] = {}
     for ref in iter_refs(node.args):
         seen[ref.id] = None
-    for ref in iter_refs(node.kwargs):
-        seen[ref.id] = None
+    for key, value in node.kwargs.items():
+        if key not in METADATA_KWARGS:
+            for ref in iter_refs(value):
+                seen[ref.id] = None
     return list(seen)

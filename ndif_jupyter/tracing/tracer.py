@@ -84,6 +84,7 @@ class Tracer:
         self._missing: dict[int, str] = {}
         self._batch_length = 0
         self._output: torch.Tensor | None = None
+        self._step_records: dict[tuple[int, int, int], Any] = {}
         self.result = None
 
     # ----- the block -----
@@ -298,8 +299,11 @@ class Tracer:
 
     def _record_for(self, invoker: Invoker, path: str, source: Source | None) -> ModuleRecord:
         __tracebackhide__ = True
-        forward_options = self._forward_options()
-        step = self.model._shape_oracle.step(len(invoker.rows), invoker.length, invoker.step, forward_options)
+        key = (len(invoker.rows), invoker.length, invoker.step)
+        step = self._step_records.get(key)
+        if step is None:
+            step = self.model._shape_oracle.step(*key, self._forward_options())
+            self._step_records[key] = step
         record = step.modules.get(path)
         if record is None or record.post_event < 0:
             raise TraceError(
@@ -461,6 +465,8 @@ def _event_value(record: ModuleRecord, kind: str) -> Any:
 
 def _fresh(value: Any) -> Any:
     """Meta tensors of their own for one proxy, so that in-place changes to them do not reach the shape cache."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
     return map_leaves(lambda leaf: leaf.detach() if isinstance(leaf, torch.Tensor) else leaf, value)
 
 

@@ -1,0 +1,31 @@
+"""The benchmark script runs, checks that its contenders save the same values, and writes its table as JSON.
+
+This is not a timing test: it runs one round, so that the script keeps working; its figures go in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
+
+
+def test_the_benchmark_runs_its_tiny_scenarios_and_writes_json(tmp_path):
+    output = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(BENCH), "--tiny", "--without-nnsight", "--only", "scenarios", "--rounds", "1",
+         "--json", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert [row["scenario"] for row in report["scenarios"]] == ["tiny-gpt2-forward", "tiny-llama-generate"]
+    for row in report["scenarios"]:
+        assert row["ours_ms"] > 0 and row["hooks_ms"] > 0
+        assert row["ours_over_hooks"] == pytest.approx(row["ours_ms"] / row["hooks_ms"])
+    assert "ours/hooks" in run.stdout and report["machine"]["cores"] >= 1
