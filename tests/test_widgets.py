@@ -140,17 +140,24 @@ for step in range(3):
         next()
 ''')
     browser = result.browse()
-    assert browser.stacks == [{"label": "transformer.h.*.output", "layers": 4, "steps": [0, 1, 2], "rows": 1,
+    assert browser.stacks == [{"label": "transformer.h.*.output", "layers": 4, "steps": [0, 1, 2, -1], "rows": 1,
                                "width": 64}]
     prompt_ids = gpt2.tokenizer(PROMPTS[1])["input_ids"]
-    assert browser.tokens == [gpt2.tokenizer.decode([token]) for token in prompt_ids]
     output = result.output_ids[0].tolist()
+    assert browser.step == -1, "a generation opens on all its steps joined"
+    joined = torch.cat([torch.stack([layer[0] for layer in result.saved["steps"][step]]) for step in range(3)], dim=1)
+    assert torch.allclose(grid_of(browser), joined.norm(dim=-1), atol=1e-6)
+    assert browser.tokens == [gpt2.tokenizer.decode([token]) for token in output[:len(prompt_ids) + 2]]
+    browser.step = 0
+    assert browser.tokens == [gpt2.tokenizer.decode([token]) for token in prompt_ids]
     for step in (1, 2):
         browser.step = step
         expected = torch.stack([layer[0] for layer in result.saved["steps"][step]]).norm(dim=-1)
         assert torch.allclose(grid_of(browser), expected, atol=1e-6)
         assert browser.tokens == [gpt2.tokenizer.decode([output[len(prompt_ids) + step - 1]])]
         assert browser.window == {"start": 0, "count": 1, "total": 1}
+    browser.step, browser.view = -1, "lens"
+    assert (browser.lens["rows"], browser.lens["cols"]) == (4, len(prompt_ids) + 2)
 
 
 def test_a_padded_row_marks_its_padding(ip, gpt2_dir):
@@ -289,3 +296,16 @@ hidden = [layer.output.save() for layer in model.model.layers]
     assert browser.lens_cell["token"] == 10
     assert torch.allclose(torch.tensor([entry["prob"] for entry in browser.lens_cell["top"]]), top.values[2, 10],
                           atol=1e-5)
+
+
+def test_a_few_extreme_values_do_not_flatten_the_colour_scale():
+    """Many models give the first token a huge norm; the scale stops short of it, the values stay true."""
+    torch.manual_seed(0)
+    layers = [torch.randn(1, 12, 32) for _ in range(6)]
+    for layer in layers[2:]:
+        layer[0, 0] *= 1000
+    browser = browse({"hidden": layers})
+    norms = torch.stack([layer[0] for layer in layers]).norm(dim=-1)
+    assert torch.allclose(grid_of(browser), norms, atol=1e-3)
+    assert browser.grid["max"] < norms[2:, 0].min().item() / 10
+    assert browser.grid["min"] == pytest.approx(norms.min().item())

@@ -77,11 +77,20 @@ def plain_values(grid: torch.Tensor) -> list[float | None]:
 
 
 def value_range(grid: torch.Tensor, diverging: bool) -> tuple[float, float]:
-    """The colour scale's ends: min and max of the finite values, symmetric around zero when `diverging`."""
-    finite = grid[torch.isfinite(grid)]
+    """The colour scale's ends: the finite values' range, symmetric around zero when `diverging`.
+
+    A few extreme values (the first token's huge norm in many models) would flatten everything else into one colour,
+    so the scale stops at three interquartile ranges beyond the middle half of the values; values outside it show in
+    the end colours, and their numbers are unchanged.
+    """
+    finite = grid[torch.isfinite(grid)].double()
     if finite.numel() == 0:
         return (0.0, 0.0)
     low, high = finite.min().item(), finite.max().item()
+    if finite.numel() >= 8:
+        lower, upper = torch.quantile(finite, torch.tensor([0.25, 0.75], dtype=finite.dtype)).tolist()
+        spread = upper - lower
+        low, high = max(low, lower - 3 * spread), min(high, upper + 3 * spread)
     if diverging:
         bound = max(abs(low), abs(high))
         return (-bound, bound)

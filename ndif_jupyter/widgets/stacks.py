@@ -9,6 +9,9 @@ import torch
 
 from .catalog import SavedEntry
 
+JOINED = -1
+"""The step key of a stack's steps joined along the tokens: the prompt's pass, then each generated token's."""
+
 _LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)(?P<suffix>(\.[^.]+)*)$")
 _LAYER_NAME = re.compile(r"^(?P<prefix>.*)\[(?P<index>\d+)\]$")
 
@@ -18,7 +21,8 @@ class LayerStack:
     """Hidden states of several layers read at the same place of each layer.
 
     `steps` maps a generation step to its per-layer tensors, each [rows, tokens, width], in layer order; every step has
-    the same layers. `invoke` is the invoke they belong to (None when unknown, as for plain tensors).
+    the same layers. When the steps are a generation's prompt pass and one new token per later step, `JOINED` holds
+    them joined: every position of the run in one grid. `invoke` is the invoke they belong to (None when unknown, as for plain tensors).
     """
 
     label: str
@@ -104,4 +108,18 @@ def _stack_of(label: str, by_step: dict[int, dict[int, torch.Tensor]], invoke: i
     shapes = {(tensors[0].shape[0], tensors[0].shape[-1]) for tensors in steps.values()}
     if len(shapes) != 1:
         return None
+    joined = _joined(steps)
+    if joined is not None:
+        steps[JOINED] = joined
     return LayerStack(label, [str(index) for index in layer_indices], steps, invoke)
+
+
+def _joined(steps: dict[int, list[torch.Tensor]]) -> list[torch.Tensor] | None:
+    """Per layer, the prompt's states followed by each later step's one new position, when the steps are 0, 1, ...
+    without a gap and each later step saw one token (generation with the KV cache); else None."""
+    order = sorted(steps)
+    if len(order) < 2 or order != list(range(len(order))):
+        return None
+    if any(steps[step][0].shape[1] != 1 for step in order[1:]):
+        return None
+    return [torch.cat([steps[step][layer] for step in order], dim=1) for layer in range(len(steps[0]))]

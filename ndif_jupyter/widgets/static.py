@@ -16,7 +16,7 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from .views import as_float_tensor
+from .views import as_float_tensor, step_text
 
 if TYPE_CHECKING:
     from .widget import ActivationBrowser
@@ -201,7 +201,7 @@ def _stack_title(browser: "ActivationBrowser") -> str:
     window = browser.window
     shown = f", tokens {window['start']}-{window['start'] + window['count'] - 1} of {window['total']}" \
         if window.get("count", 0) < window.get("total", 0) else ""
-    return f"{stack['label']} (step {browser.step}, row {browser.row}{shown})"
+    return f"{stack['label']} ({step_text(browser.step)}, row {browser.row}{shown})"
 
 
 def _message(text: str) -> _Picture:

@@ -17,7 +17,7 @@ from .attention import AttentionSource, bounded_patterns
 from .catalog import Catalog, SavedEntry
 from .lens import LensResult
 from .reductions import Reduction, plain_values, reduce, value_range
-from .stacks import LayerStack
+from .stacks import JOINED, LayerStack
 from .tokens import token_texts
 
 
@@ -84,7 +84,9 @@ def stack_window(stack: LayerStack, step: int, start: int, bounds: Bounds) -> Wi
 
 
 def stack_tokens(catalog: Catalog, stack: LayerStack, step: int, row: int, window: Window) -> list[str]:
-    """The window's token strings for one row of a stack at one step."""
+    """The window's token strings for one row of a stack at one step (the joined steps end at the last step)."""
+    if step == JOINED:
+        step = max(stack.steps)
     ids = padding = None
     if stack.invoke is not None:
         ids = catalog.token_ids(stack.invoke, row, step, window.total)
@@ -111,11 +113,7 @@ def strip_state(grid: dict[str, Any], layer: int, layer_label: str) -> dict[str,
     cols = grid["cols"]
     layer = max(0, min(layer, grid["rows"] - 1))
     values = grid["values"][layer * cols:(layer + 1) * cols]
-    finite = [value for value in values if value is not None]
-    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
-    if grid["diverging"]:
-        bound = max(abs(low), abs(high))
-        low, high = -bound, bound
+    low, high = value_range(as_float_tensor(values, 1, len(values)), grid["diverging"])
     return {
         "layer": layer, "label": f"layer {layer_label}: {grid['label']}", "values": values, "min": low, "max": high,
         "diverging": grid["diverging"],
@@ -187,6 +185,10 @@ def stack_choice(stacks: list[LayerStack], index: int) -> LayerStack | None:
 
 def step_choice(steps: list[int], step: int) -> int:
     return step if step in steps else steps[0]
+
+
+def step_text(step: int) -> str:
+    return "all steps" if step == JOINED else f"step {step}"
 
 
 def as_float_tensor(values: list[float | None], rows: int, cols: int) -> torch.Tensor:

@@ -15,7 +15,7 @@ from .attention import find_attention
 from .catalog import Catalog
 from .lens import LensResult, logit_lens, unembedding_paths
 from .reductions import DIRECTION, REDUCTIONS, Reduction, unit_direction
-from .stacks import find_stacks
+from .stacks import JOINED, LayerStack, find_stacks
 from .views import (
     Bounds,
     Window,
@@ -95,7 +95,7 @@ class ActivationBrowser(anywidget.AnyWidget):
             self.texts = [{"prompt": prompt, "generated": new} for prompt, new in catalog.texts]
             self.overview = overview_rows(catalog.entries)
             self.stacks = [
-                {"label": stack.label, "layers": len(stack.layer_labels), "steps": sorted(stack.steps),
+                {"label": stack.label, "layers": len(stack.layer_labels), "steps": _step_order(stack),
                  "rows": stack.rows, "width": stack.width}
                 for stack in self._stacks
             ]
@@ -105,7 +105,7 @@ class ActivationBrowser(anywidget.AnyWidget):
                 raise NDIFError(f"These values have no {view!r} view; they have {', '.join(self.views)}.")
             self.view = view or self.views[min(1, len(self.views) - 1)]
             if self._stacks:
-                self.step = min(self._stacks[0].steps)
+                self.step = JOINED if JOINED in self._stacks[0].steps else min(self._stacks[0].steps)
                 self.strip_layer = len(self._stacks[0].layer_labels) - 1
         self._ready = True
         self._refresh()
@@ -256,3 +256,9 @@ class ActivationBrowser(anywidget.AnyWidget):
         except Exception as error:  # a picture that cannot be drawn must not hide the live widget
             data["text/plain"] += f"\n(static picture unavailable: {first_line(error)})"
         return data, metadata
+
+
+def _step_order(stack: LayerStack) -> list[int]:
+    """The steps in slider order: each step, then all steps joined where there are (`JOINED`, -1)."""
+    steps = sorted(step for step in stack.steps if step != JOINED)
+    return steps + [JOINED] if JOINED in stack.steps else steps

@@ -432,17 +432,22 @@ function attentionSourceSelect(state, model) {
   }));
 }
 
+// Step -1 is every step joined along the tokens (the prompt's pass, then each generated token).
+function stepLabel(step) {
+  return step === -1 ? "all steps" : `step ${step}`;
+}
+
 function stepSlider(state, stack, model) {
   const steps = stack ? asList(stack.steps) : [];
   if (steps.length <= 1) return null;
   const position = Math.max(0, steps.indexOf(state.step));
-  const label = element("span", { class: "ndif-step-label", text: `step ${steps[position]}` });
+  const label = element("span", { class: "ndif-step-label", text: stepLabel(steps[position]) });
   const slider = rangeInput({
     className: "ndif-step",
     min: 0,
     max: steps.length - 1,
     value: position,
-    onMove: (moved) => { label.textContent = `step ${steps[moved]}`; },
+    onMove: (moved) => { label.textContent = stepLabel(steps[moved]); },
     onCommit: (moved) => setTrait(model, "step", steps[moved]),
   });
   return labelledControl(null, slider, label);
