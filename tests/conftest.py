@@ -1,6 +1,11 @@
-"""Shared fixtures: tiny checkpoints built once per test session, and a check that no hook outlives a run."""
+"""Shared fixtures: tiny checkpoints built once per test session, real shells, servers and the browser test parts."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,11 +101,52 @@ def test_output(request):
 
     NDIF_TEST_OUTPUT moves the top folder (CI keeps it as an artifact).
     """
-    import os
     import re
-    from pathlib import Path
 
     top = Path(os.environ.get("NDIF_TEST_OUTPUT", Path(__file__).parent.parent / "test-output"))
     folder = top / re.sub(r"[^\w.-]+", "_", request.node.name)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+BROWSER_TESTS = Path(__file__).parent / "browser"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def _missing_browser_parts() -> list[str]:
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append(f"chromium ({CHROMIUM}; apt-get install chromium)")
+    if shutil.which("node") is None:
+        missing.append("node")
+    elif not (BROWSER_TESTS / "node_modules" / "playwright-core").exists():
+        if shutil.which("npm") is not None:
+            subprocess.run(["npm", "ci", "--prefix", str(BROWSER_TESTS)], check=False, capture_output=True)
+        if not (BROWSER_TESTS / "node_modules" / "playwright-core").exists():
+            missing.append("playwright-core (npm ci --prefix tests/browser)")
+    return missing
+
+
+@pytest.fixture(scope="session")
+def browser_parts():
+    """Debian's chromium and playwright-core: skipped without them, failed without them when NDIF_REQUIRE_BROWSER=1."""
+    missing = _missing_browser_parts()
+    if missing:
+        message = "browser test parts missing: " + ", ".join(missing)
+        if os.environ.get("NDIF_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+
+
+def browser_script(script: str, lab, *args: str, timeout: float = 420) -> dict:
+    """Run `tests/browser/<script>` against a running JupyterLab; what it saw (its last line of JSON)."""
+    import json
+
+    run = subprocess.run(
+        ["node", str(BROWSER_TESTS / script), lab.url, lab.token, *args],
+        capture_output=True, text=True, timeout=timeout, env=dict(os.environ, CHROMIUM=CHROMIUM),
+    )
+    assert run.returncode == 0, f"{run.stderr}\n--- JupyterLab log ---\n{lab.log_path.read_text()[-4000:]}"
+    return json.loads(run.stdout.strip().splitlines()[-1])

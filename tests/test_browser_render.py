@@ -6,14 +6,9 @@ the test is skipped, unless NDIF_REQUIRE_BROWSER=1 (set by `.ci/run`), which mak
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import nbformat
-import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -21,33 +16,9 @@ from jupyter_process import JupyterLabProcess
 from ndif_jupyter import Model
 from reference import capture, load
 
-BROWSER_TESTS = Path(__file__).parent / "browser"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+from conftest import browser_script
+
 PROMPT = "The Eiffel Tower is in the city of"
-
-
-def _missing_browser_parts() -> list[str]:
-    missing = []
-    if not Path(CHROMIUM).exists():
-        missing.append(f"chromium ({CHROMIUM}; apt-get install chromium)")
-    if shutil.which("node") is None:
-        missing.append("node")
-    elif not (BROWSER_TESTS / "node_modules" / "playwright-core").exists():
-        if shutil.which("npm") is not None:
-            subprocess.run(["npm", "ci", "--prefix", str(BROWSER_TESTS)], check=False, capture_output=True)
-        if not (BROWSER_TESTS / "node_modules" / "playwright-core").exists():
-            missing.append("playwright-core (npm ci --prefix tests/browser)")
-    return missing
-
-
-@pytest.fixture(scope="module")
-def browser_parts():
-    missing = _missing_browser_parts()
-    if missing:
-        message = "browser test parts missing: " + ", ".join(missing)
-        if os.environ.get("NDIF_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _shown(token: str) -> str:
@@ -76,12 +47,7 @@ def test_jupyterlab_shows_the_heatmap_and_the_logit_lens_of_a_cell(browser_parts
                           "hidden = [layer.output.save() for layer in model.model.layers]"),
         ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
         nbformat.write(notebook, lab.folder / "browse.ipynb")
-        run = subprocess.run(
-            ["node", str(BROWSER_TESTS / "notebook_widget.mjs"), lab.url, lab.token, "browse.ipynb", str(test_output)],
-            capture_output=True, text=True, timeout=420, env=dict(os.environ, CHROMIUM=CHROMIUM),
-        )
-        assert run.returncode == 0, f"{run.stderr}\n--- JupyterLab log ---\n{lab.log_path.read_text()[-4000:]}"
-    seen = json.loads(run.stdout.strip().splitlines()[-1])
+        seen = browser_script("notebook_widget.mjs", lab, "browse.ipynb", str(test_output))
 
     assert (seen["heatmap"]["rows"], seen["heatmap"]["cols"]) == (layers, len(ids))
     assert seen["heatmap"]["box"]["width"] > 100 and seen["heatmap"]["box"]["height"] > 40

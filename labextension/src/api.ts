@@ -1,0 +1,82 @@
+// The server extension's REST API (`{base_url}ndif/api/`), as the sidebar uses it.
+
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+
+/** One module of a served model's tree. */
+export interface IModuleNode {
+  name: string;
+  class: string;
+  parameters: number;
+  children: IModuleNode[];
+}
+
+/** A model the server serves. */
+export interface IServedModel {
+  name: string;
+  class: string;
+  parameters: number;
+  loaded: boolean;
+  modules: IModuleNode;
+}
+
+/** A job, as `GET jobs` lists it. */
+export interface IJob {
+  id: string;
+  model: string;
+  kind: string;
+  owner: string;
+  status: 'queued' | 'running' | 'done' | 'error' | 'cancelled';
+  phase: string | null;
+  step: number | null;
+  steps: number | null;
+  created: number;
+  started: number | null;
+  finished: number | null;
+  queued_seconds: number | null;
+  run_seconds: number | null;
+  result_bytes: number;
+  error: { type: string; message: string; hint?: string | null } | null;
+}
+
+/** The server answered, but the extension is not there (404) or refused (401/403): said in plain words. */
+export class MissingExtensionError extends Error {}
+
+export class NDIFClient {
+  constructor(private readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  async models(): Promise<{ backend: string; models: IServedModel[] }> {
+    return this.request('models');
+  }
+
+  async jobs(): Promise<IJob[]> {
+    const answer = await this.request<{ jobs: IJob[] }>('jobs');
+    return answer.jobs;
+  }
+
+  async cancel(id: string): Promise<void> {
+    await this.request(`jobs/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
+  private async request<T>(path: string, init: RequestInit = {}): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, 'ndif', 'api', path);
+    const response = await ServerConnection.makeRequest(url, init, this.settings);
+    if (response.status === 404) {
+      throw new MissingExtensionError(
+        'The ndif server extension is not running in this Jupyter server. ' +
+          'Install ndif-jupyter in the server\'s environment and restart it (`jupyter server extension list` shows it).'
+      );
+    }
+    if (!response.ok) {
+      let message = `${response.status} ${response.statusText}`;
+      try {
+        message = (await response.json()).message ?? message;
+      } catch {
+        // an answer without JSON keeps the status line
+      }
+      throw new Error(message);
+    }
+    const text = await response.text();
+    return (text ? JSON.parse(text) : {}) as T;
+  }
+}
