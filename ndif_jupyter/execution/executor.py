@@ -96,8 +96,7 @@ class _Run:
                 self.events.setdefault(key, []).append(node.id)
                 self.event_of[node.id] = key
         self.spans: list[Span] = []
-        self.constants = {node.id: (node.args, node.kwargs) if node.op in _GETTERS else self._place_constants(node)
-                          for node in self.nodes}
+        self.constants = {node.id: self._place_constants(node) for node in self.nodes}
         self.heap: list[int] = []
         self.active: tuple[tuple[str, str, int], _EventState] | None = None
         self.fired: set[tuple[str, str, int]] = set()
@@ -321,6 +320,8 @@ class _Run:
                 return leaf.to(self.device)
             return leaf
 
+        if node.op in _GETTERS:
+            return node.args, node.kwargs
         values = [value for key, value in node.kwargs.items() if key not in METADATA_KWARGS]
         if not _has_tensor(node.args) and not _has_tensor(values):
             return node.args, node.kwargs

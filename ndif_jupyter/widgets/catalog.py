@@ -9,6 +9,7 @@ import torch
 
 from ..structures import labelled_leaves
 from ..tracing.graph import Ref
+from .tokens import token_texts
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -71,7 +72,20 @@ class Catalog:
     title: str = ""
     texts: list[tuple[str, str]] = field(default_factory=list)
 
-    def token_ids(self, invoke: int, row: int, step: int, count: int) -> list[int] | None:
+    def position_texts(self, invoke: int | None, row: int, step: int, total: int, count: int, start: int) -> list[str]:
+        """The text of `count` positions from `start` among the `total` a forward pass at `step` saw for one row.
+
+        A value of unknown invoke (a plain tensor) belongs to the only invoke when there is one; otherwise, and where
+        the ids are unknown, positions are shown by their index.
+        """
+        if invoke is None and len(self.invokes) == 1:
+            invoke = 0
+        ids = self._token_ids(invoke, row, step, total) if invoke is not None else None
+        padding = self._padding(invoke, row, step, total) if invoke is not None else 0
+        tokenizer = self.model.tokenizer if self.model is not None else None
+        return token_texts(tokenizer, ids, padding, count, start)
+
+    def _token_ids(self, invoke: int, row: int, step: int, count: int) -> list[int] | None:
         """The ids of the `count` positions a forward pass at `step` saw for one row, or None when they are unknown."""
         if invoke >= len(self.invokes) or row >= len(self.invokes[invoke].rows):
             return None
@@ -82,7 +96,7 @@ class Catalog:
             return None
         return seen[len(seen) - count:]
 
-    def padding(self, invoke: int, row: int, step: int, count: int) -> int:
+    def _padding(self, invoke: int, row: int, step: int, count: int) -> int:
         """How many of those `count` positions are left padding."""
         if invoke >= len(self.invokes) or row >= len(self.invokes[invoke].rows):
             return 0

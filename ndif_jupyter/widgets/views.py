@@ -18,7 +18,6 @@ from .catalog import Catalog, SavedEntry
 from .lens import LensResult
 from .reductions import Reduction, plain_values, reduce, value_range
 from .stacks import JOINED, LayerStack
-from .tokens import token_texts
 
 
 @dataclass(frozen=True)
@@ -34,6 +33,16 @@ class Bounds:
 
     def window_size(self, layers: int, total: int) -> int:
         return max(1, min(total, self.tokens, self.cells // max(1, layers)))
+
+
+@dataclass(frozen=True)
+class Shown:
+    """The selection a browser shows, with every choice brought into range: stack index, step, row, token window."""
+
+    stack: int
+    step: int
+    row: int
+    window: "Window"
 
 
 @dataclass(frozen=True)
@@ -87,15 +96,7 @@ def stack_tokens(catalog: Catalog, stack: LayerStack, step: int, row: int, windo
     """The window's token strings for one row of a stack at one step (the joined steps end at the last step)."""
     if step == JOINED:
         step = max(stack.steps)
-    ids = padding = None
-    if stack.invoke is not None:
-        ids = catalog.token_ids(stack.invoke, row, step, window.total)
-        padding = catalog.padding(stack.invoke, row, step, window.total)
-    elif len(catalog.invokes) == 1:
-        ids = catalog.token_ids(0, row, step, window.total)
-        padding = catalog.padding(0, row, step, window.total)
-    tokenizer = catalog.model.tokenizer if catalog.model is not None else None
-    return token_texts(tokenizer, ids, padding or 0, window.count, window.start)
+    return catalog.position_texts(stack.invoke, row, step, window.total, window.count, window.start)
 
 
 def grid_state(stack: LayerStack, step: int, row: int, reduction: Reduction, window: Window) -> dict[str, Any]:
@@ -108,10 +109,11 @@ def grid_state(stack: LayerStack, step: int, row: int, reduction: Reduction, win
     }
 
 
-def strip_state(grid: dict[str, Any], layer: int, layer_label: str) -> dict[str, Any]:
+def strip_state(grid: dict[str, Any], layer: int, layer_labels: list[str]) -> dict[str, Any]:
     """The token strip: one layer's row of the heatmap, coloured on that row's own scale."""
     cols = grid["cols"]
     layer = max(0, min(layer, grid["rows"] - 1))
+    layer_label = layer_labels[layer]
     values = grid["values"][layer * cols:(layer + 1) * cols]
     low, high = value_range(as_float_tensor(values, 1, len(values)), grid["diverging"])
     return {
@@ -152,14 +154,10 @@ def attention_state(catalog: Catalog, source: AttentionSource, step: int, row: i
     weights = source.steps[step][min(row, source.rows - 1)].float()
     patterns, query_start, key_start = bounded_patterns(weights, start, bounds.attention)
     heads, queries, keys = patterns.shape
-    invoke = source.invoke if source.invoke is not None else (0 if len(catalog.invokes) == 1 else None)
     total_keys = weights.shape[-1]
-    ids = catalog.token_ids(invoke, row, step, total_keys) if invoke is not None else None
-    padding = catalog.padding(invoke, row, step, total_keys) if invoke is not None else 0
-    tokenizer = catalog.model.tokenizer if catalog.model is not None else None
-    key_tokens = token_texts(tokenizer, ids, padding, keys, key_start)
+    key_tokens = catalog.position_texts(source.invoke, row, step, total_keys, keys, key_start)
     query_offset = total_keys - weights.shape[1]
-    query_tokens = token_texts(tokenizer, ids, padding, queries, query_offset + query_start)
+    query_tokens = catalog.position_texts(source.invoke, row, step, total_keys, queries, query_offset + query_start)
     return {
         "status": "ready", "heads": heads, "q": queries, "k": keys, "step": step,
         "query_tokens": query_tokens, "key_tokens": key_tokens,

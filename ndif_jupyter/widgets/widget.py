@@ -18,6 +18,7 @@ from .reductions import DIRECTION, REDUCTIONS, Reduction, unit_direction
 from .stacks import JOINED, LayerStack, find_stacks
 from .views import (
     Bounds,
+    Shown,
     Window,
     attention_state,
     empty_grid,
@@ -87,7 +88,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         self._stacks = find_stacks(catalog.entries)
         self._attention = find_attention(catalog.entries)
         self._lens_cache: dict[tuple, LensResult | str] = {}
-        self._window = Window(0, 0, 0)
+        self._shown: Shown | None = None
         self._direction: tuple[torch.Tensor, str] | None = None
         self._ready = False
         with self.hold_trait_notifications():
@@ -152,23 +153,23 @@ class ActivationBrowser(anywidget.AnyWidget):
         self._refresh_attention()
 
     def _refresh_stack(self) -> None:
-        stack = stack_choice(self._stacks, self.stack)
-        if stack is None:
+        if not self._stacks:
             self.grid = empty_grid("no per-layer hidden states were saved")
             self.strip = {}
             return
+        index = max(0, min(self.stack, len(self._stacks) - 1))
+        stack = self._stacks[index]
         step = step_choice(sorted(stack.steps), self.step)
         row = max(0, min(self.row, stack.rows - 1))
         window = stack_window(stack, step, self.token_start, self.bounds)
         reduction = self._reduction(stack, window)
         with self.hold_sync():
-            self._window = window
+            self._shown = Shown(index, step, row, window)
             self.window = window.as_dict()
             self.layer_labels = stack.layer_labels
             self.tokens = stack_tokens(self.catalog, stack, step, row, window)
             self.grid = grid_state(stack, step, row, reduction, window)
-            self.strip = strip_state(self.grid, self.strip_layer, stack.layer_labels[
-                max(0, min(self.strip_layer, len(stack.layer_labels) - 1))])
+            self.strip = strip_state(self.grid, self.strip_layer, stack.layer_labels)
 
     def set_direction(self, vector: torch.Tensor, label: str = "direction") -> None:
         """Colour the views by the projection of each hidden state on `vector` (a probe, a difference of means...).
@@ -208,7 +209,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         self.lens = lens_state(result, tokenizer)
         if len(self.selected) == 2:
             layer, token = (int(part) for part in self.selected)
-            self.lens_cell = lens_cell_state(result, tokenizer, layer, token, self._window)
+            self.lens_cell = lens_cell_state(result, tokenizer, layer, token, self._shown.window)
         else:
             self.lens_cell = {}
 
@@ -228,11 +229,8 @@ class ActivationBrowser(anywidget.AnyWidget):
         return result if isinstance(result, LensResult) else None
 
     def _lens_key(self) -> tuple[int, int, int, int, int]:
-        index = max(0, min(self.stack, len(self._stacks) - 1))
-        stack = self._stacks[index]
-        step = step_choice(sorted(stack.steps), self.step)
-        row = max(0, min(self.row, stack.rows - 1))
-        return (index, step, row, self._window.start, min(self._window.count, self.bounds.lens_tokens))
+        shown = self._shown
+        return (shown.stack, shown.step, shown.row, shown.window.start, min(shown.window.count, self.bounds.lens_tokens))
 
     def _refresh_attention(self) -> None:
         if not self._attention:

@@ -509,31 +509,24 @@ function reductionControls(state, stack, model) {
     value: state.reduction,
     onChoose: (value) => setTrait(model, "reduction", value),
   }));
-  return [select, neuronInput(state, stack, model), referenceInput(state, model)];
+  return [select, reductionArgument(state, stack, model)];
 }
 
-function neuronInput(state, stack, model) {
-  if (state.reduction !== "neuron") return null;
-  const width = stack ? asInt(stack.width, 0) : 0;
-  return labelledControl("neuron", numberInput({
-    className: "ndif-neuron",
-    min: 0,
-    max: width > 0 ? width - 1 : null,
-    value: state.neuron,
-    onCommit: (value) => setTrait(model, "neuron", value),
-  }));
+function reductionArgument(state, stack, model) {
+  if (state.reduction === "neuron") {
+    const width = stack ? asInt(stack.width, 0) : 0;
+    return indexInput("neuron", "ndif-neuron", width, state.neuron, (value) => setTrait(model, "neuron", value));
+  }
+  if (state.reduction === "cosine") {
+    return indexInput("cosine to token", "ndif-reference", state.window.total, state.reference,
+      (value) => setTrait(model, "reference", value));
+  }
+  return null;
 }
 
-function referenceInput(state, model) {
-  if (state.reduction !== "cosine") return null;
-  const total = state.window.total;
-  return labelledControl("cosine to token", numberInput({
-    className: "ndif-reference",
-    min: 0,
-    max: total > 0 ? total - 1 : null,
-    value: state.reference,
-    onCommit: (value) => setTrait(model, "reference", value),
-  }));
+// A number input for an index below `count` (a neuron of the width, a token of the step).
+function indexInput(label, className, count, value, onCommit) {
+  return labelledControl(label, numberInput({ className, min: 0, max: count > 0 ? count - 1 : null, value, onCommit }));
 }
 
 /* ---------- colour legend ---------- */
