@@ -10,7 +10,7 @@ import sys
 import tempfile
 
 import torch
-from models import TESTS, default_checkpoint, tiny_checkpoint
+from models import default_checkpoint, tiny_checkpoint
 from timing import interleaved_medians
 
 _CONSTRUCTION = """
@@ -43,12 +43,8 @@ def construction() -> dict:
 
 def server_overhead(rounds: int) -> dict:
     """A small job and a 100 MB result through the server extension on loopback, against the same in the kernel."""
-    sys.path.insert(0, str(TESTS))
-    try:
-        from jupyter_process import JupyterServerProcess
-    finally:
-        sys.path.remove(str(TESTS))
     from ndif_jupyter import Model
+    from ndif_testing.jupyter_process import JupyterServerProcess
 
     folder = tiny_checkpoint("gpt2")
     config = {"NDIFServer": {"models": [folder], "response_path": tempfile.mkdtemp(prefix="bench-responses-")}}
@@ -61,6 +57,7 @@ def server_overhead(rounds: int) -> dict:
             with model.trace(prompt, device_map=device_map):
                 hidden = model.transformer.h[-1].output.save()
             return hidden.value
+
         return run
 
     def large(device_map: str):
@@ -68,6 +65,7 @@ def server_overhead(rounds: int) -> dict:
             with model.trace(prompt, device_map=device_map):
                 hidden = model.transformer.h[0].output.repeat(copies, 1, 1).save()
             return hidden.value
+
         return run
 
     with JupyterServerProcess(config) as server:
@@ -87,8 +85,10 @@ def server_overhead(rounds: int) -> dict:
                     os.environ[name] = value
     extra = large_medians["server"] - large_medians["kernel"]
     return {
-        "kernel_ms": small_medians["kernel"] * 1e3, "server_ms": small_medians["server"] * 1e3,
-        "result_mb": result_bytes / 1e6, "large_kernel_ms": large_medians["kernel"] * 1e3,
+        "kernel_ms": small_medians["kernel"] * 1e3,
+        "server_ms": small_medians["server"] * 1e3,
+        "result_mb": result_bytes / 1e6,
+        "large_kernel_ms": large_medians["kernel"] * 1e3,
         "large_server_ms": large_medians["server"] * 1e3,
         "transfer_mb_per_s": result_bytes / 1e6 / extra if extra > 0 else None,
     }
@@ -119,7 +119,10 @@ def memory_over_runs(runs: int, device: str) -> dict:
     gc.collect()
     after = process.memory_info().rss
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.local_model.modules())
-    return {"runs": runs, "rss_before_mb": before / 2**20, "rss_after_mb": after / 2**20,
-            "rss_growth_mb": (after - before) / 2**20, "hooks_left": hooks}
-
-
+    return {
+        "runs": runs,
+        "rss_before_mb": before / 2**20,
+        "rss_after_mb": after / 2**20,
+        "rss_growth_mb": (after - before) / 2**20,
+        "hooks_left": hooks,
+    }

@@ -11,6 +11,7 @@ project's median over the raw hooks' median is at most the target.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import sys
@@ -21,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from extras import construction, memory_over_runs, server_overhead  # noqa: E402
-from scenarios import Scenario, all_scenarios  # noqa: E402
-from timing import interleaved_medians  # noqa: E402
+from extras import construction, memory_over_runs, server_overhead
+from scenarios import Scenario, all_scenarios
+from timing import interleaved_medians
 
 NNSIGHT_TARGET = 0.85
 
@@ -78,16 +79,28 @@ def machine(device: str) -> dict:
 
     cpu = platform.processor() or platform.machine()
     try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
     except OSError:
         pass
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else None
     versions = {"python": platform.python_version(), "torch": torch.__version__, **_versions()}
-    summary = f"{device}: {gpu or cpu}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
-    return {"device": device, "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "threads": torch.get_num_threads(),
-            "versions": versions, "summary": summary}
+    summary = (
+        f"{device}: {gpu or cpu}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    return {
+        "device": device,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "gpu": gpu,
+        "threads": torch.get_num_threads(),
+        "versions": versions,
+        "summary": summary,
+    }
 
 
 def _versions() -> dict:
@@ -95,10 +108,8 @@ def _versions() -> dict:
 
     found = {}
     for name in ("transformers", "ndif-jupyter", "nnsight"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return found
 
 
@@ -108,7 +119,8 @@ def check_same_values(scenario: Scenario) -> None:
     for name, run in scenario.contenders.items():
         got = run()
         same = len(got) == len(expected) and all(
-            torch.allclose(a.float().cpu(), b.float().cpu(), atol=1e-5) for a, b in zip(got, expected))
+            torch.allclose(a.float().cpu(), b.float().cpu(), atol=1e-5) for a, b in zip(got, expected)
+        )
         if not same:
             raise SystemExit(f"{scenario.key}: {name} saved different values than the raw hooks; not comparable")
 
@@ -116,44 +128,60 @@ def check_same_values(scenario: Scenario) -> None:
 def row(scenario: Scenario, medians: dict[str, float]) -> dict:
     hooks, ours, nnsight = medians["hooks"], medians["ours"], medians.get("nnsight")
     return {
-        "scenario": scenario.key, "title": scenario.title,
-        "ours_ms": ours * 1e3, "hooks_ms": hooks * 1e3, "nnsight_ms": None if nnsight is None else nnsight * 1e3,
-        "ours_over_hooks": ours / hooks, "nnsight_over_hooks": None if nnsight is None else nnsight / hooks,
+        "scenario": scenario.key,
+        "title": scenario.title,
+        "ours_ms": ours * 1e3,
+        "hooks_ms": hooks * 1e3,
+        "nnsight_ms": None if nnsight is None else nnsight * 1e3,
+        "ours_over_hooks": ours / hooks,
+        "nnsight_over_hooks": None if nnsight is None else nnsight / hooks,
         "ours_over_nnsight": None if nnsight is None else ours / nnsight,
-        "target_ours_over_hooks": scenario.target, "met": ours / hooks <= scenario.target,
+        "target_ours_over_hooks": scenario.target,
+        "met": ours / hooks <= scenario.target,
         "target_ours_over_nnsight": NNSIGHT_TARGET if scenario.key == "tiny-gpt2-forward" else None,
     }
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'scenario':<22} {'ours ms':>9} {'hooks ms':>9} {'nnsight ms':>10} {'ours/hooks':>11} {'target':>7} " \
-             f"{'nnsight/hooks':>13} {'ours/nnsight':>12}"
+    header = (
+        f"{'scenario':<22} {'ours ms':>9} {'hooks ms':>9} {'nnsight ms':>10} {'ours/hooks':>11} {'target':>7} "
+        f"{'nnsight/hooks':>13} {'ours/nnsight':>12}"
+    )
     print(header)
     for entry in rows:
         nnsight = "-" if entry["nnsight_ms"] is None else f"{entry['nnsight_ms']:.2f}"
         over_nnsight = "-" if entry["ours_over_nnsight"] is None else f"{entry['ours_over_nnsight']:.3f}"
         nnsight_ratio = "-" if entry["nnsight_over_hooks"] is None else f"{entry['nnsight_over_hooks']:.3f}"
         mark = "ok" if entry["met"] else "MISSED"
-        print(f"{entry['scenario']:<22} {entry['ours_ms']:>9.2f} {entry['hooks_ms']:>9.2f} {nnsight:>10} "
-              f"{entry['ours_over_hooks']:>11.3f} {'<=' + str(entry['target_ours_over_hooks']):>7} "
-              f"{nnsight_ratio:>13} {over_nnsight:>12}  {mark}")
+        print(
+            f"{entry['scenario']:<22} {entry['ours_ms']:>9.2f} {entry['hooks_ms']:>9.2f} {nnsight:>10} "
+            f"{entry['ours_over_hooks']:>11.3f} {'<=' + str(entry['target_ours_over_hooks']):>7} "
+            f"{nnsight_ratio:>13} {over_nnsight:>12}  {mark}"
+        )
 
 
 def print_extras(extras: dict) -> None:
     built = extras["construction"]
-    print(f"Model() of the default model, no weights: {built['first_seconds']:.2f} s in a fresh process after "
-          f"{built['import_seconds']:.2f} s of import "
-          f"(+{built['first_rss_mb']:.0f} MB resident), {built['again_seconds']:.2f} s for another in the same process "
-          f"(+{built['again_rss_mb']:.0f} MB)")
+    print(
+        f"Model() of the default model, no weights: {built['first_seconds']:.2f} s in a fresh process after "
+        f"{built['import_seconds']:.2f} s of import "
+        f"(+{built['first_rss_mb']:.0f} MB resident), {built['again_seconds']:.2f} s for another in the same process "
+        f"(+{built['again_rss_mb']:.0f} MB)"
+    )
     server = extras["server"]
-    print(f"through the server extension on loopback: small job {server['server_ms']:.1f} ms vs {server['kernel_ms']:.1f} "
-          f"ms in the kernel (+{server['server_ms'] - server['kernel_ms']:.1f} ms); a {server['result_mb']:.0f} MB result "
-          f"in {server['large_server_ms']:.0f} ms vs {server['large_kernel_ms']:.0f} ms "
-          f"({server['transfer_mb_per_s']:.0f} MB/s for the extra)")
+    print(
+        f"through the server extension on loopback: small job {server['server_ms']:.1f} ms "
+        f"vs {server['kernel_ms']:.1f} ms in the kernel (+{server['server_ms'] - server['kernel_ms']:.1f} ms); "
+        f"a {server['result_mb']:.0f} MB result "
+        f"in {server['large_server_ms']:.0f} ms vs {server['large_kernel_ms']:.0f} ms "
+        f"({server['transfer_mb_per_s']:.0f} MB/s for the extra)"
+    )
     memory = extras["memory"]
-    print(f"{memory['runs']} consecutive traces: resident memory {memory['rss_before_mb']:.1f} -> "
-          f"{memory['rss_after_mb']:.1f} MB ({memory['rss_growth_mb']:+.1f} MB), hooks left registered: "
-          f"{memory['hooks_left']}")
+    print(
+        f"{memory['runs']} consecutive traces: resident memory {memory['rss_before_mb']:.1f} -> "
+        f"{memory['rss_after_mb']:.1f} MB ({memory['rss_growth_mb']:+.1f} MB), hooks left registered: "
+        f"{memory['hooks_left']}"
+    )
 
 
 if __name__ == "__main__":

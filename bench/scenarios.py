@@ -7,8 +7,8 @@ so that the contenders can be checked to give the same values before they are ti
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from models import default_checkpoint, load_torch_model, tiny_checkpoint
@@ -32,8 +32,10 @@ def _layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 def _saved_by_hooks(model: torch.nn.Module, run: Callable[[], object]) -> list[torch.Tensor]:
     """Every layer's output at every call, collected by plain forward hooks around `run()` (the floor)."""
     saved: list[torch.Tensor] = []
-    handles = [layer.register_forward_hook(lambda module, args, output: saved.append(output.detach()))
-               for layer in _layers(model)]
+    handles = [
+        layer.register_forward_hook(lambda module, args, output: saved.append(output.detach()))
+        for layer in _layers(model)
+    ]
     try:
         with torch.no_grad():
             run()
@@ -45,7 +47,7 @@ def _saved_by_hooks(model: torch.nn.Module, run: Callable[[], object]) -> list[t
 
 def _layer_paths(model) -> list:
     """Our Envoys of every layer."""
-    return list(model.transformer.h) if hasattr(model._meta_model, "transformer") else list(model.model.layers)
+    return list(model.transformer.h) if hasattr(model.loaded.meta_model, "transformer") else list(model.model.layers)
 
 
 def _nnsight_layers(wrapped, hf_model) -> list:
@@ -57,8 +59,9 @@ def _ids(rows: int, length: int, vocabulary: int, seed: int) -> torch.Tensor:
     return torch.randint(3, vocabulary - 1, (rows, length), generator=generator)
 
 
-def forward_scenario(key: str, title: str, target: float, folder: str, rows: int, length: int, device: str,
-                     with_nnsight: bool) -> Scenario:
+def forward_scenario(
+    key: str, title: str, target: float, folder: str, rows: int, length: int, device: str, with_nnsight: bool
+) -> Scenario:
     """One forward pass of a batch of `rows` x `length` tokens, saving every layer's output."""
     from ndif_jupyter import Model
 
@@ -66,7 +69,7 @@ def forward_scenario(key: str, title: str, target: float, folder: str, rows: int
     ours.dispatch(device)
     ids = _ids(rows, length, ours.config.vocab_size, seed=0).to(device)
     mask = torch.ones_like(ids)
-    reference = load_torch_model(folder, device, ours._dtype)
+    reference = load_torch_model(folder, device, ours.loaded.dtype)
 
     def hooks() -> list[torch.Tensor]:
         return _saved_by_hooks(reference, lambda: reference(input_ids=ids, attention_mask=mask))
@@ -85,7 +88,7 @@ def forward_scenario(key: str, title: str, target: float, folder: str, rows: int
 def _nnsight_forward(folder: str, device: str, ours, ids: torch.Tensor, mask: torch.Tensor):
     from nnsight import LanguageModel
 
-    hf_model = load_torch_model(folder, device, ours._dtype)
+    hf_model = load_torch_model(folder, device, ours.loaded.dtype)
     wrapped = LanguageModel(hf_model, tokenizer=ours.tokenizer)
     layers = _nnsight_layers(wrapped, hf_model)
 
@@ -99,8 +102,17 @@ def _nnsight_forward(folder: str, device: str, ours, ids: torch.Tensor, mask: to
     return nnsight
 
 
-def generate_scenario(key: str, title: str, target: float, folder: str, rows: int, length: int, new_tokens: int,
-                      device: str, with_nnsight: bool) -> Scenario:
+def generate_scenario(
+    key: str,
+    title: str,
+    target: float,
+    folder: str,
+    rows: int,
+    length: int,
+    new_tokens: int,
+    device: str,
+    with_nnsight: bool,
+) -> Scenario:
     """Greedy generation of `new_tokens` tokens for `rows` prompts, saving every layer's output at every step."""
     from ndif_jupyter import Model
 
@@ -109,12 +121,13 @@ def generate_scenario(key: str, title: str, target: float, folder: str, rows: in
     ids = _ids(rows, length, ours.config.vocab_size, seed=1).to(device)
     mask = torch.ones_like(ids)
     options = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False}
-    reference = load_torch_model(folder, device, ours._dtype)
-    pad = ours._pad_token_id
+    reference = load_torch_model(folder, device, ours.loaded.dtype)
+    pad = ours.loaded.pad_token_id
 
     def hooks() -> list[torch.Tensor]:
         return _saved_by_hooks(
-            reference, lambda: reference.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **options))
+            reference, lambda: reference.generate(input_ids=ids, attention_mask=mask, pad_token_id=pad, **options)
+        )
 
     def ndif() -> list[torch.Tensor]:
         saved = []
@@ -135,7 +148,7 @@ def generate_scenario(key: str, title: str, target: float, folder: str, rows: in
 def _nnsight_generate(folder: str, device: str, ours, ids, mask, options, pad):
     from nnsight import LanguageModel
 
-    hf_model = load_torch_model(folder, device, ours._dtype)
+    hf_model = load_torch_model(folder, device, ours.loaded.dtype)
     wrapped = LanguageModel(hf_model, tokenizer=ours.tokenizer)
     layers = _nnsight_layers(wrapped, hf_model)
 
@@ -154,14 +167,38 @@ def all_scenarios(device: str, with_nnsight: bool, include_default: bool) -> lis
     """The issue's scenarios, as builders (each loads its models when called)."""
     builders = [
         lambda: forward_scenario(
-            "tiny-gpt2-forward", "tiny GPT-2, batch 2x8, one forward, save every layer", 1.05,
-            tiny_checkpoint("gpt2"), 2, 8, device, with_nnsight),
+            "tiny-gpt2-forward",
+            "tiny GPT-2, batch 2x8, one forward, save every layer",
+            1.05,
+            tiny_checkpoint("gpt2"),
+            2,
+            8,
+            device,
+            with_nnsight,
+        ),
         lambda: generate_scenario(
-            "tiny-llama-generate", "tiny Llama, 2 prompts, generate 16, save every layer at every step", 1.02,
-            tiny_checkpoint("llama"), 2, 8, 16, device, with_nnsight),
+            "tiny-llama-generate",
+            "tiny Llama, 2 prompts, generate 16, save every layer at every step",
+            1.02,
+            tiny_checkpoint("llama"),
+            2,
+            8,
+            16,
+            device,
+            with_nnsight,
+        ),
     ]
     if include_default:
-        builders.append(lambda: forward_scenario(
-            "default-forward", "SmolLM2-135M, batch 8x9, one forward, save every layer", 1.01,
-            default_checkpoint(), 8, 9, device, with_nnsight))
+        builders.append(
+            lambda: forward_scenario(
+                "default-forward",
+                "SmolLM2-135M, batch 8x9, one forward, save every layer",
+                1.01,
+                default_checkpoint(),
+                8,
+                9,
+                device,
+                with_nnsight,
+            )
+        )
     return builders

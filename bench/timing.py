@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def interleaved_medians(contenders: dict[str, Callable[[], object]], rounds: int, warmup: int) -> dict[str, float]:

@@ -11,9 +11,27 @@ In a notebook, `%load_ext ndif_jupyter` adds the `%%ndif generate` cell magic, w
 and shows its saved values in the activation browser; `browse(values)` shows any saved values there.
 """
 
+import importlib.metadata
+from typing import TYPE_CHECKING, Any
+
 from .errors import ExecutionError, NDIFError, TraceError, ValueNotReadyError
-from .model import Model
-from .tracing.proxy import Proxy
+
+if TYPE_CHECKING:
+    from .model import Model
+    from .tracing.proxy import Proxy
+
+_LAZY = {"Model": ".model", "Proxy": ".tracing.proxy"}
+
+
+def __getattr__(name: str) -> Any:
+    """`Model` and `Proxy` load on first use: the server imports only the lower rooms and loads no tracing."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def browse(values, **options):
@@ -36,6 +54,6 @@ def unload_ipython_extension(shell):
     unload(shell)
 
 
-__version__ = "0.1.0"
+__version__ = importlib.metadata.version("ndif-jupyter")
 
-__all__ = ["Model", "Proxy", "browse", "NDIFError", "TraceError", "ExecutionError", "ValueNotReadyError", "__version__"]
+__all__ = ["ExecutionError", "Model", "NDIFError", "Proxy", "TraceError", "ValueNotReadyError", "__version__", "browse"]

@@ -28,8 +28,11 @@ def demo(model_name: str | None, prompt: str, max_new_tokens: int, device_map: s
     print(f"Generated in {elapsed:.2f} s (weights loaded on first run): {text!r}")
     for step, proxy in enumerate(hidden):
         value = proxy.value
-        print(f"  last layer output, step {step}: shape {list(value.shape)}, dtype {str(value.dtype).replace('torch.', '')}, "
-              f"norm of last token {value[0, -1].norm():.3f}")
+        print(
+            f"  last layer output, step {step}: shape {list(value.shape)}, "
+            f"dtype {str(value.dtype).replace('torch.', '')}, "
+            f"norm of last token {value[0, -1].norm():.3f}"
+        )
     return 0
 
 

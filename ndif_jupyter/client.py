@@ -14,12 +14,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .errors import ExecutionError, NDIFError, RunCancelled, Source, TraceError
-from .execution.executor import ExecutionResult
+from .errors import ExecutionError, NDIFError, RunCancelled, TraceError
+from .ir.graph import Graph
+from .ir.result import ExecutionResult
+from .ir.source import Source
 from .protocol.container import CONTENT_TYPE
 from .protocol.request import encode_request
 from .protocol.result import decode_result
-from .tracing.graph import Graph
 
 SERVER_URL_ENV = "NDIF_SERVER_URL"
 SERVER_TOKEN_ENV = "NDIF_SERVER_TOKEN"
@@ -38,7 +39,7 @@ class ServerClient:
         self.quiet_seconds = quiet_seconds
 
     @classmethod
-    def from_environment(cls, **options: Any) -> "ServerClient":
+    def from_environment(cls, **options: Any) -> ServerClient:
         """The server this kernel was told about (`NDIF_SERVER_URL`, `NDIF_SERVER_TOKEN`)."""
         url = os.environ.get(SERVER_URL_ENV)
         if not url:
@@ -85,8 +86,7 @@ class ServerClient:
     def _json(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> Any:
         return json.loads(self._request(method, path, body, content_type))
 
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 content_type: str | None = None) -> bytearray:
+    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> bytearray:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if self.token:
             request.add_header("Authorization", f"token {self.token}")

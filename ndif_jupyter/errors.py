@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Source:
-    """The user's line that recorded a node: file name, line number and the line's text."""
-
-    filename: str
-    lineno: int
-    line: str
-
-    def describe(self) -> str:
-        cell = _notebook_cell_label(self.filename)
-        text = f"  {cell}, line {self.lineno}" if cell else f'  File "{self.filename}", line {self.lineno}'
-        if self.line:
-            text += f"\n    {self.line.strip()}"
-        return text
+from .ir.source import Source
 
 
 class NDIFError(Exception):
@@ -27,7 +10,7 @@ class NDIFError(Exception):
 
 
 class TraceError(NDIFError):
-    """Something in a `with model.trace()/generate()` block cannot work; raised at the user's line, before any weights load."""
+    """Something in a `with model.trace()/generate()` block cannot work; raised at the user's line, before it runs."""
 
     def __init__(self, message: str, source: Source | None = None, hint: str | None = None):
         self.message = message
@@ -62,15 +45,6 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
-
-
-def _notebook_cell_label(filename: str) -> str | None:
-    """"Cell In[5]" when `filename` is the code of an IPython cell, as IPython's own tracebacks name it."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    compiler = getattr(shell, "compile", None)
-    name = compiler.format_code_name(filename) if hasattr(compiler, "format_code_name") else None
-    return " ".join(name) if name else None
 
 
 def _compose(message: str, source: Source | None, hint: str | None) -> str:

@@ -7,10 +7,12 @@ graph can do locally and on a server.
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
+# fmt: off
 OPERATORS: dict[str, Callable[..., Any]] = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow, "matmul": operator.matmul,
@@ -20,6 +22,7 @@ OPERATORS: dict[str, Callable[..., Any]] = {
     "iadd": operator.iadd, "isub": operator.isub, "imul": operator.imul, "itruediv": operator.itruediv,
     "getitem": operator.getitem,
 }
+# fmt: on
 
 
 def _setitem(target: Any, key: Any, value: Any) -> None:
@@ -30,7 +33,8 @@ def _setitem(target: Any, key: Any, value: Any) -> None:
 
 OPERATORS["setitem"] = _setitem
 
-TENSOR_METHODS = frozenset("""
+TENSOR_METHODS = frozenset(
+    """
     abs abs_ add add_ all amax amin any argmax argmin argsort bfloat16 bmm bool chunk clamp clamp_ clip clone
     contiguous copy_ cos cpu cumsum detach diag diagonal diff div div_ dot double eq exp expand expand_as fill_
     flatten flip float gather ge gt half index_fill index_fill_ index_select int isfinite isnan le log log_softmax
@@ -38,11 +42,13 @@ TENSOR_METHODS = frozenset("""
     normal_ outer permute pow prod reciprocal relu repeat repeat_interleave reshape reshape_as roll round rsqrt
     scatter scatter_ scatter_add select sigmoid sign sin softmax sort split sqrt square squeeze std sub sub_ sum
     t tanh to topk transpose tril triu type_as unbind unflatten unsqueeze var view view_as where zero_
-""".split())
+""".split()
+)
 
 TENSOR_PROPERTIES = frozenset({"T", "mT", "H", "mH"})
 
-TORCH_FUNCTIONS = frozenset("""
+TORCH_FUNCTIONS = frozenset(
+    """
     torch.abs torch.all torch.allclose torch.amax torch.amin torch.any torch.argmax torch.argmin torch.argsort
     torch.bmm torch.cat torch.chunk torch.clamp torch.clone torch.concat torch.cos torch.cosine_similarity
     torch.cumsum torch.diag torch.diagonal torch.dist torch.dot torch.einsum torch.exp torch.flatten torch.flip
@@ -59,7 +65,8 @@ TORCH_FUNCTIONS = frozenset("""
     torch.nn.functional.layer_norm torch.nn.functional.linear torch.nn.functional.kl_div
     torch.nn.functional.cross_entropy torch.nn.functional.mse_loss torch.nn.functional.one_hot
     torch.nn.functional.pad torch.nn.functional.dropout
-""".split())
+""".split()
+)
 
 
 def _resolve(dotted: str) -> Callable[..., Any]:
@@ -90,17 +97,37 @@ OPERATIONS.update({f"tensor.{name}": _tensor_method(name) for name in TENSOR_MET
 OPERATIONS.update({f"tensor.{name}": _tensor_property(name) for name in TENSOR_PROPERTIES})
 OPERATIONS.update({name: _resolve(name) for name in TORCH_FUNCTIONS})
 
-MODULE_EVENTS = frozenset({
-    "module.output", "module.input", "module.inputs",
-    "module.set_output", "module.set_input", "module.set_inputs",
-    "module.call",
-})
+MODULE_EVENTS = frozenset(
+    {
+        "module.output",
+        "module.input",
+        "module.inputs",
+        "module.set_output",
+        "module.set_input",
+        "module.set_inputs",
+        "module.call",
+    }
+)
 
 _DUNDER_OPERATORS = {f"__{name}__": name for name in OPERATORS if name not in ("and", "or", "setitem")}
 _DUNDER_OPERATORS.update({"__and__": "and", "__or__": "or", "__div__": "truediv"})
 _REVERSED_DUNDERS = {
     f"__r{name}__": name
-    for name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift")
+    for name in (
+        "add",
+        "sub",
+        "mul",
+        "truediv",
+        "floordiv",
+        "mod",
+        "pow",
+        "matmul",
+        "and",
+        "or",
+        "xor",
+        "lshift",
+        "rshift",
+    )
 }
 
 
@@ -111,7 +138,10 @@ def _torch_function_names() -> dict[Any, tuple[str, bool]]:
     for name in TENSOR_METHODS | TENSOR_PROPERTIES:
         attribute = getattr(torch.Tensor, name, None)
         if attribute is not None:
-            names[getattr(attribute, "__get__", attribute) if name in TENSOR_PROPERTIES else attribute] = (f"tensor.{name}", False)
+            names[getattr(attribute, "__get__", attribute) if name in TENSOR_PROPERTIES else attribute] = (
+                f"tensor.{name}",
+                False,
+            )
     for dunder, name in _DUNDER_OPERATORS.items():
         attribute = getattr(torch.Tensor, dunder, None)
         if attribute is not None:
@@ -133,7 +163,3 @@ def operation_for_torch_function(func: Any) -> tuple[str, bool] | None:
         return TORCH_FUNCTION_NAMES.get(func)
     except TypeError:
         return None
-
-
-def is_allowed(op: str) -> bool:
-    return op in OPERATIONS or op in MODULE_EVENTS

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny checkpoints built once per test session, real shells, servers and the browser test parts."""
+"""Shared fixtures: tiny checkpoints built once per test session, real shells, servers and the browser test parts;
+the check that a test carries the tier markers of the fixtures it uses."""
 
 from __future__ import annotations
 
@@ -10,9 +11,29 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_models import build_gpt2, build_llama
+from ndif_testing.tiny_models import build_gpt2, build_llama
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+# Tiers: a test without a tier marker is a unit test; a test that uses a tier's fixtures must carry its marker, so
+# that `-m "not kernel"` and the like leave out what they say.
+TIER_FIXTURES = {
+    "kernel": {"ip", "_global_shell"},
+    "server": {"jp_serverapp", "jp_fetch", "server"},
+    "gateway": {"gateway"},
+    "browser": {"browser_parts"},
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = []
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for tier, fixtures in TIER_FIXTURES.items():
+            if used & fixtures and item.get_closest_marker(tier) is None:
+                missing.append(f"{item.nodeid} uses {', '.join(sorted(used & fixtures))} but is not marked `{tier}`")
+    if missing:
+        raise pytest.UsageError("tests without their tier marker:\n  " + "\n  ".join(missing))
 
 
 @pytest.fixture(scope="session")
@@ -138,15 +159,16 @@ def browser_parts():
         pytest.skip(message)
 
 
-
-
 def browser_script(script: str, lab, *args: str, timeout: float = 420) -> dict:
     """Run `tests/browser/<script>` against a running JupyterLab; what it saw (its last line of JSON)."""
     import json
 
     run = subprocess.run(
         ["node", str(BROWSER_TESTS / script), lab.url, lab.token, *args],
-        capture_output=True, text=True, timeout=timeout, env=dict(os.environ, CHROMIUM=CHROMIUM),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, CHROMIUM=CHROMIUM),
     )
     assert run.returncode == 0, f"{run.stderr}\n--- JupyterLab log ---\n{lab.log_path.read_text()[-4000:]}"
     return json.loads(run.stdout.strip().splitlines()[-1])

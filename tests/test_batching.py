@@ -139,8 +139,11 @@ def test_attention_patterns_of_a_batched_invoke_equal_the_prompt_alone(gpt2_dir)
     model = Model(str(gpt2_dir), attn_implementation="eager")
 
     def pattern(prompts, watched, generate):
-        block = model.generate(max_new_tokens=2, do_sample=False, output_attentions=True) if generate \
+        block = (
+            model.generate(max_new_tokens=2, do_sample=False, output_attentions=True)
+            if generate
             else model.trace(output_attentions=True)
+        )
         with block as tracer:
             for prompt in prompts:
                 with tracer.invoke(prompt) as invoker:

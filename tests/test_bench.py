@@ -14,13 +14,27 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "run.py"
 
+pytestmark = pytest.mark.slow
+
 
 def test_the_benchmark_runs_its_tiny_scenarios_and_writes_json(tmp_path):
     output = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, str(BENCH), "--tiny", "--without-nnsight", "--only", "scenarios", "--rounds", "1",
-         "--json", str(output)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(BENCH),
+            "--tiny",
+            "--without-nnsight",
+            "--only",
+            "scenarios",
+            "--rounds",
+            "1",
+            "--json",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(output.read_text())

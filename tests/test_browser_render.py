@@ -9,14 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 import torch
+from conftest import browser_script
 from nbformat.v4 import new_code_cell, new_notebook
 
-from jupyter_process import JupyterLabProcess
 from ndif_jupyter import Model
-from reference import capture, load
+from ndif_testing.jupyter_process import JupyterLabProcess
+from ndif_testing.reference import capture, load
 
-from conftest import browser_script
+pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.kernel, pytest.mark.slow]
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -40,12 +42,18 @@ def test_jupyterlab_shows_the_heatmap_and_the_logit_lens_of_a_cell(browser_parts
     expected_top = [_shown(model.tokenizer.decode([token])) for token in last.tolist()]
 
     with JupyterLabProcess({}) as lab:
-        notebook = new_notebook(cells=[
-            new_code_cell("%load_ext ndif_jupyter\nfrom ndif_jupyter import Model\n"
-                          f"model = Model({str(llama_dir)!r})"),
-            new_code_cell(f"%%ndif trace model --prompt {PROMPT!r}\n"
-                          "hidden = [layer.output.save() for layer in model.model.layers]"),
-        ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        notebook = new_notebook(
+            cells=[
+                new_code_cell(
+                    f"%load_ext ndif_jupyter\nfrom ndif_jupyter import Model\nmodel = Model({str(llama_dir)!r})"
+                ),
+                new_code_cell(
+                    f"%%ndif trace model --prompt {PROMPT!r}\n"
+                    "hidden = [layer.output.save() for layer in model.model.layers]"
+                ),
+            ],
+            metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+        )
         nbformat.write(notebook, lab.folder / "browse.ipynb")
         seen = browser_script("notebook_widget.mjs", lab, "browse.ipynb", str(test_output))
 

@@ -5,11 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow
+
 
 def test_demo_prints_the_generated_text_and_saved_shapes(gpt2_dir):
     completed = subprocess.run(
         [sys.executable, "-m", "ndif_jupyter.cli", "demo", "--model", str(gpt2_dir), "--max-new-tokens", "2"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr
     lines = completed.stdout.splitlines()

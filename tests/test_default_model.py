@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import hook_count
 from torch.testing import assert_close
 
-from conftest import hook_count
 from ndif_jupyter import Model
 
 pytestmark = pytest.mark.default_model
@@ -17,10 +17,11 @@ PROMPT = "The Eiffel Tower is in the city of"
 def test_construction_loads_no_weights(default_model: Model):
     model = Model()
     assert model.local_model is None
-    assert all(p.device.type == "meta" for p in model._meta_model.parameters())
+    assert all(p.device.type == "meta" for p in model.loaded.meta_model.parameters())
     assert "LlamaDecoderLayer" in repr(model)
 
 
+@pytest.mark.slow
 def test_the_seed_example_answers_paris(default_model: Model):
     model = default_model
     with model.generate(max_new_tokens=3, device_map="cpu", do_sample=False) as generator:
@@ -62,6 +63,7 @@ def test_cross_prompt_intervention_moves_the_answer(default_model: Model):
     assert model.tokenizer.decode(alone.output[0, -1]) != " Paris"
 
 
+@pytest.mark.slow
 def test_a_batched_invoke_equals_the_prompt_alone(default_model: Model):
     model = default_model
     with model.trace() as tracer:
@@ -74,10 +76,15 @@ def test_a_batched_invoke_equals_the_prompt_alone(default_model: Model):
     assert_close(short.value, alone.value, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.kernel
+@pytest.mark.slow
 def test_a_cell_without_a_model_runs_on_the_default_model(ip, default_model: Model):
-    result = ip.run_cell(f'''%%ndif generate --max-new-tokens 1 --prompt "{PROMPT}" --no-display
+    result = ip.run_cell(
+        f'''%%ndif generate --max-new-tokens 1 --prompt "{PROMPT}" --no-display
 hidden = model.model.layers[-1].output.save()
-''', store_history=True)
+''',
+        store_history=True,
+    )
     assert result.success
     last = ip.user_ns["_ndif"]
     assert last.model == "SmolLM2-135M-Instruct" and last.generated == [" Paris"]

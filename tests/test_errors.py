@@ -6,8 +6,8 @@ import traceback
 
 import pytest
 import torch
-
 from conftest import hook_count
+
 from ndif_jupyter import ExecutionError, Model, TraceError, ValueNotReadyError
 
 PROMPT = "The Eiffel Tower is in the city of"
@@ -56,7 +56,7 @@ def test_a_shape_error_is_raised_at_the_users_line_before_weights_load(gpt2: Mod
 def test_reading_value_inside_the_block_says_when_it_will_exist(gpt2: Model):
     with gpt2.trace(PROMPT):
         h = gpt2.transformer.h[0].output.save()
-        with pytest.raises(ValueNotReadyError, match="read `.value` after the block|Read `.value` after the block"):
+        with pytest.raises(ValueNotReadyError, match=r"read `\.value` after the block|Read `\.value` after the block"):
             h.value
     assert h.value.shape == (1, 8, 64)
 

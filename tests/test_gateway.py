@@ -12,8 +12,8 @@ import signal
 import pytest
 import torch
 
-from jupyter_process import KernelGatewayProcess, free_port
 from ndif_jupyter import Model, NDIFError
+from ndif_testing.jupyter_process import KernelGatewayProcess, free_port
 
 PROMPT = "The Eiffel Tower is in the city of"
 pytestmark = pytest.mark.usefixtures("ndif_client_environment")
@@ -36,10 +36,17 @@ def gateway_settings(request, gateway):
 
 @pytest.fixture
 def jp_server_config(gpt2_dir, llama_dir, tmp_path, gateway_settings):
-    return {"ServerApp": {"jpserver_extensions": {"ndif_server": True}},
-            "NDIFServer": {"backend": "gateway", "models": [str(gpt2_dir), str(llama_dir)],
-                           "response_path": str(tmp_path / "responses"), "max_new_tokens": 5000,
-                           "gateway_request_timeout": 10.0, **gateway_settings}}
+    return {
+        "ServerApp": {"jpserver_extensions": {"ndif_server": True}},
+        "NDIFServer": {
+            "backend": "gateway",
+            "models": [str(gpt2_dir), str(llama_dir)],
+            "response_path": str(tmp_path / "responses"),
+            "max_new_tokens": 5000,
+            "gateway_request_timeout": 10.0,
+            **gateway_settings,
+        },
+    }
 
 
 def generate(model: Model, device_map: str, tokens: int = 3, repeat: int = 0):
@@ -62,11 +69,14 @@ async def started_job(jp_fetch, before: int) -> dict:
 
 
 async def kernel_pid(gateway, server, model: Model) -> int:
-    kernel_id = server.runner._kernels[model.name].kernel_id
+    kernel_id = server.runner.kernel_id(model.name)
     run = await asyncio.to_thread(gateway.kernel(kernel_id).execute, "import os; print(os.getpid())")
     return int(run.stdout)
 
 
+@pytest.mark.gateway
+@pytest.mark.server
+@pytest.mark.slow
 async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fetch, server, gpt2, llama):
     models = json.loads((await jp_fetch("ndif", "api", "models")).body)
     assert models["backend"] == "gateway" and not any(m["loaded"] for m in models["models"])
@@ -85,13 +95,16 @@ async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fet
     assert all(m["loaded"] for m in models["models"]), "each model's kernel is warm and kept"
 
 
+@pytest.mark.gateway
+@pytest.mark.server
+@pytest.mark.slow
 async def test_a_killed_kernel_fails_its_job_and_the_next_job_gets_a_fresh_one(jp_fetch, server, gateway, llama):
     await asyncio.to_thread(generate, llama, "server")
-    first_kernel = server.runner._kernels[llama.name].kernel_id
+    first_kernel = server.runner.kernel_id(llama.name)
     os.kill(await kernel_pid(gateway, server, llama), signal.SIGKILL)
     _, remote = await asyncio.to_thread(generate, llama, "server")
     assert torch.equal(remote, generate(llama, "cpu")[1]), "a kernel killed while idle is replaced for the next job"
-    assert server.runner._kernels[llama.name].kernel_id != first_kernel
+    assert server.runner.kernel_id(llama.name) != first_kernel
 
     pid = await kernel_pid(gateway, server, llama)  # asked while idle: a busy kernel answers only after its job
     before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
@@ -106,9 +119,12 @@ async def test_a_killed_kernel_fails_its_job_and_the_next_job_gets_a_fresh_one(j
     assert torch.equal(remote, generate(llama, "cpu")[1])
 
 
+@pytest.mark.gateway
+@pytest.mark.server
+@pytest.mark.slow
 async def test_cancel_interrupts_the_gateway_kernel_which_stays_warm(jp_fetch, server, llama):
     await asyncio.to_thread(generate, llama, "server")
-    kernel = server.runner._kernels[llama.name].kernel_id
+    kernel = server.runner.kernel_id(llama.name)
     before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
     running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", 4000))
     job = await started_job(jp_fetch, before)
@@ -119,12 +135,17 @@ async def test_cancel_interrupts_the_gateway_kernel_which_stays_warm(jp_fetch, s
     assert job["status"] == "cancelled" and job["step"] < 4000
     _, remote = await asyncio.to_thread(generate, llama, "server")
     assert torch.equal(remote, generate(llama, "cpu")[1])
-    assert server.runner._kernels[llama.name].kernel_id == kernel, "the same warm kernel serves the next job"
+    assert server.runner.kernel_id(llama.name) == kernel, "the same warm kernel serves the next job"
 
 
-@pytest.mark.parametrize("gateway_settings, message", [("unreachable", "cannot be reached"),
-                                                        ("wrong-token", "refused our token")],
-                         indirect=["gateway_settings"])
+@pytest.mark.gateway
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "gateway_settings, message",
+    [("unreachable", "cannot be reached"), ("wrong-token", "refused our token")],
+    indirect=["gateway_settings"],
+)
 async def test_an_unusable_gateway_gives_a_clear_error(jp_fetch, server, gpt2, gateway_settings, message):
     with pytest.raises(NDIFError, match=message) as caught:
         await asyncio.to_thread(generate, gpt2, "server")
@@ -133,11 +154,22 @@ async def test_an_unusable_gateway_gives_a_clear_error(jp_fetch, server, gpt2, g
     assert job["status"] == "error" and job["run_seconds"] < 60
 
 
+@pytest.mark.gateway
+@pytest.mark.server
+@pytest.mark.kernel
+@pytest.mark.slow
 def test_a_kernel_of_a_jupyter_server_process_runs_on_the_gateway(gateway, gpt2_dir, tmp_path):
-    from jupyter_process import JupyterServerProcess
+    from ndif_testing.jupyter_process import JupyterServerProcess
 
-    config = {"NDIFServer": {"backend": "gateway", "gateway_url": gateway.url, "gateway_auth_token": gateway.token,
-                             "models": [str(gpt2_dir)], "response_path": str(tmp_path / "responses")}}
+    config = {
+        "NDIFServer": {
+            "backend": "gateway",
+            "gateway_url": gateway.url,
+            "gateway_auth_token": gateway.token,
+            "models": [str(gpt2_dir)],
+            "response_path": str(tmp_path / "responses"),
+        }
+    }
     with JupyterServerProcess(config) as server:
         kernel = server.start_kernel()
         run = kernel.execute(f"""
@@ -159,10 +191,15 @@ print("equal:", torch.equal(remote_hidden.value, local_hidden.value), torch.equa
         assert server.get("ndif/api/models")["backend"] == "gateway"
 
 
+@pytest.mark.gateway
+@pytest.mark.server
+@pytest.mark.slow
 async def test_a_job_cancelled_while_its_kernel_starts_does_not_run(jp_fetch, server, gpt2):
     running = asyncio.ensure_future(asyncio.to_thread(generate, gpt2, "server"))
-    while not (jobs := json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]) or \
-            jobs[0]["phase"] not in ("starting kernel", "loading model"):
+    while not (jobs := json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]) or jobs[0]["phase"] not in (
+        "starting kernel",
+        "loading model",
+    ):
         await asyncio.sleep(0.05)
     await jp_fetch("ndif", "api", "jobs", jobs[0]["id"], method="DELETE")
     with pytest.raises(NDIFError, match="cancelled"):

@@ -1,12 +1,12 @@
-"""Generation: `invoker.next()` moves interventions to the next token; values and ids equal plain hooks and HF generate."""
+"""Generation: `invoker.next()` moves interventions to the next token; values and ids equal hooks and HF's generate."""
 
 from __future__ import annotations
 
 import torch
 from torch.testing import assert_close
 
-import reference
 from ndif_jupyter import Model
+from ndif_testing import reference
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -22,7 +22,7 @@ def test_values_saved_at_each_step_equal_plain_hooks(llama: Model, llama_dir):
     ref = reference.load(llama_dir)
     ids = llama.tokenizer(PROMPT)["input_ids"]
     with reference.capture(ref, ["model.layers.3"]) as seen:
-        expected_ids = reference.greedy(ref, ids, steps, llama._pad_token_id)
+        expected_ids = reference.greedy(ref, ids, steps, llama.loaded.pad_token_id)
     assert torch.equal(generator.output, expected_ids)
     assert generator.output.shape == (1, len(ids) + steps)
     assert [proxy.value.shape[1] for proxy in saved] == [len(ids), 1, 1]
@@ -48,7 +48,7 @@ def test_an_edit_at_a_later_step_changes_that_step_as_a_hook_does(gpt2: Model, g
     ids = gpt2.tokenizer(PROMPT)["input_ids"]
     with reference.capture(ref, ["transformer.h.2"], edit=edit_second_call):
         with reference.capture(ref, ["lm_head"]) as seen:
-            expected_ids = reference.greedy(ref, ids, steps, gpt2._pad_token_id)
+            expected_ids = reference.greedy(ref, ids, steps, gpt2.loaded.pad_token_id)
     assert torch.equal(generator.output, expected_ids)
     assert_close(logits.value, seen["lm_head"][1], rtol=0, atol=0)
 
@@ -75,8 +75,15 @@ def test_values_after_an_early_end_of_sequence_explain_why_they_are_missing(gpt2
     from ndif_jupyter import ValueNotReadyError
 
     eos = gpt2.tokenizer.eos_token_id
-    with gpt2.generate(max_new_tokens=3, do_sample=False, forced_eos_token_id=None, eos_token_id=eos,
-                       begin_suppress_tokens=None, bad_words_ids=None, suppress_tokens=None) as generator:
+    with gpt2.generate(
+        max_new_tokens=3,
+        do_sample=False,
+        forced_eos_token_id=None,
+        eos_token_id=eos,
+        begin_suppress_tokens=None,
+        bad_words_ids=None,
+        suppress_tokens=None,
+    ) as generator:
         with generator.invoke(PROMPT) as invoker:
             gpt2.lm_head.output[:, -1, eos] = 1e4
             first = gpt2.lm_head.output.save()

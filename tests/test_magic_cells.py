@@ -1,12 +1,14 @@
-"""`%%ndif` cells in a real IPython shell: both body forms give the engine's values, and the namespace gets only results."""
+"""`%%ndif` cells in a real IPython shell: both body forms give the engine's values; the namespace gets only results."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import hook_count
+
 from ndif_jupyter import Model, Proxy, TraceError
+
+pytestmark = pytest.mark.kernel
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -17,11 +19,14 @@ def run(ip, cell: str):
 
 def test_the_prompt_form_saves_what_the_engine_saves(ip, gpt2: Model):
     ip.user_ns["gpt2"] = gpt2
-    result = run(ip, f'''%%ndif generate gpt2 --max-new-tokens 3 --prompt "{PROMPT}"
+    result = run(
+        ip,
+        f'''%%ndif generate gpt2 --max-new-tokens 3 --prompt "{PROMPT}"
 hidden = model.transformer.h[-1].output.save()
 next()
 hidden2 = model.transformer.h[-1].output.save()
-''')
+''',
+    )
     assert result.success
     with gpt2.generate(max_new_tokens=3) as generator:
         with generator.invoke(PROMPT) as invoker:
@@ -45,13 +50,16 @@ hidden2 = model.transformer.h[-1].output.save()
 
 def test_the_invoke_form_moves_values_across_prompts_as_the_engine_does(ip, gpt2: Model):
     ip.user_ns["gpt2"] = gpt2
-    result = run(ip, f'''%%ndif generate gpt2 --max-new-tokens 1
+    result = run(
+        ip,
+        f'''%%ndif generate gpt2 --max-new-tokens 1
 with invoke("{PROMPT}"):
     emb = model.transformer.wte.output
 with invoke("The Space Needle is in the city of"):
     model.transformer.wte.output = emb
     out = model.lm_head.output.save()
-''')
+''',
+    )
     assert result.success
     with gpt2.generate(max_new_tokens=1) as generator:
         with generator.invoke(PROMPT):
@@ -67,10 +75,13 @@ with invoke("The Space Needle is in the city of"):
 
 def test_several_prompts_form_one_invoke_and_a_list_of_saves_becomes_tensors(ip, gpt2: Model):
     ip.user_ns["gpt2"] = gpt2
-    result = run(ip, '''%%ndif trace gpt2 --prompt "Hello world" --prompt "The quick brown fox jumps"
+    result = run(
+        ip,
+        """%%ndif trace gpt2 --prompt "Hello world" --prompt "The quick brown fox jumps"
 layers = [layer.output.save() for layer in model.transformer.h]
 logits = model.lm_head.output.save()
-''')
+""",
+    )
     assert result.success
     with gpt2.trace(["Hello world", "The quick brown fox jumps"]):
         layers = [layer.output.save() for layer in gpt2.transformer.h]
@@ -87,14 +98,17 @@ logits = model.lm_head.output.save()
 def test_bound_names_do_not_leak_and_the_users_own_names_come_back(ip, gpt2: Model):
     mine = object()
     ip.user_ns.update({"gpt2": gpt2, "model": mine, "scale": 2.0})
-    result = run(ip, '''%%ndif generate gpt2 --max-new-tokens 2
+    result = run(
+        ip,
+        """%%ndif generate gpt2 --max-new-tokens 2
 with invoke("Hello world") as inv:
     doubled = (model.transformer.h[0].output * scale).save()
     next()
     later = model.transformer.h[0].output.save()
 items = iter([1, 2])
 first = next(items)
-''')
+""",
+    )
     assert result.success
     ns = ip.user_ns
     assert ns["model"] is mine, "the user's own `model` is back after the cell"
@@ -110,9 +124,12 @@ first = next(items)
 
 def test_the_namespace_model_is_used_when_the_cell_names_none(ip, gpt2: Model, llama: Model):
     ip.user_ns["model"] = llama
-    assert run(ip, '''%%ndif trace --prompt "Hello world"
+    assert run(
+        ip,
+        """%%ndif trace --prompt "Hello world"
 h = model.model.layers[0].output.save()
-''').success
+""",
+    ).success
     with llama.trace("Hello world"):
         h = llama.model.layers[0].output.save()
     assert torch.equal(ip.user_ns["h"], h.value)
@@ -120,9 +137,9 @@ h = model.model.layers[0].output.save()
 
 
 def test_a_folder_or_repo_id_builds_the_model_once(ip, gpt2_dir):
-    cell = f'''%%ndif trace {gpt2_dir} --prompt "Hello world"
+    cell = f"""%%ndif trace {gpt2_dir} --prompt "Hello world"
 h = model.transformer.h[0].output.save()
-'''
+"""
     assert run(ip, cell).success
     magics = ip.magics_manager.registry["NDIFMagics"]
     built = magics.models.built[str(gpt2_dir)]
@@ -137,13 +154,17 @@ def test_use_sets_the_model_of_later_cells(ip, gpt2: Model, llama: Model, capsys
     ip.user_ns.update({"gpt2": gpt2, "model": llama})
     ip.run_line_magic("ndif", "use gpt2")
     assert "gpt2" in capsys.readouterr().out
-    assert run(ip, '''%%ndif trace --prompt "Hello world"
+    assert run(
+        ip,
+        """%%ndif trace --prompt "Hello world"
 h = model.transformer.h[0].output.save()
-''').success, "after `%ndif use gpt2` the cell runs on gpt2, not on the namespace's llama `model`"
+""",
+    ).success, "after `%ndif use gpt2` the cell runs on gpt2, not on the namespace's llama `model`"
 
 
-def test_ndif_models_lists_the_namespace_and_the_checkpoint_cache(ip, gpt2: Model, gpt2_dir, capsys, tmp_path,
-                                                                 monkeypatch):
+def test_ndif_models_lists_the_namespace_and_the_checkpoint_cache(
+    ip, gpt2: Model, gpt2_dir, capsys, tmp_path, monkeypatch
+):
     cache = tmp_path / "checkpoints"
     (cache / "org--cached-model").mkdir(parents=True)
     (cache / "org--cached-model" / "config.json").write_text("{}")
@@ -162,9 +183,12 @@ def test_ndif_models_lists_the_namespace_and_the_checkpoint_cache(ip, gpt2: Mode
 
 def test_the_summary_is_displayed_unless_no_display(ip, gpt2: Model, capsys):
     ip.user_ns["gpt2"] = gpt2
-    assert run(ip, '''%%ndif generate gpt2 --max-new-tokens 2 --prompt "Hello world"
+    assert run(
+        ip,
+        """%%ndif generate gpt2 --max-new-tokens 2 --prompt "Hello world"
 hidden = model.transformer.h[-1].output.save()
-''').success
+""",
+    ).success
     out = capsys.readouterr().out
     assert "generated 2 tokens for 1 prompt" in out
     hidden = ip.user_ns["hidden"]
@@ -172,17 +196,22 @@ hidden = model.transformer.h[-1].output.save()
     assert f"norm {hidden.double().norm().item():.4g}" in out
     html = ip.user_ns["_ndif"]._repr_html_()
     assert "<table>" in html and "Hello world" in html
-    assert run(ip, '''%%ndif generate gpt2 --max-new-tokens 2 --prompt "Hello world" --no-display
+    assert run(
+        ip,
+        """%%ndif generate gpt2 --max-new-tokens 2 --prompt "Hello world" --no-display
 hidden = model.transformer.h[-1].output.save()
-''').success
+""",
+    ).success
     assert capsys.readouterr().out == ""
 
 
 def test_pass_through_generation_options_reach_generate(ip, gpt2: Model):
     ip.user_ns["gpt2"] = gpt2
-    cell = '''%%ndif generate gpt2 --max-new-tokens 6 --prompt "Hello" --do-sample --top-k 50 --temperature 3.0 --seed 7 --min-new-tokens 6 --no-display
-h = model.transformer.h[0].output.save()
-'''
+    cell = (
+        '%%ndif generate gpt2 --max-new-tokens 6 --prompt "Hello" --do-sample --top-k 50 --temperature 3.0 --seed 7 '
+        "--min-new-tokens 6 --no-display\n"
+        "h = model.transformer.h[0].output.save()\n"
+    )
     assert run(ip, cell).success
     first = ip.user_ns["_ndif"].output_ids
     assert run(ip, cell).success
@@ -192,18 +221,21 @@ h = model.transformer.h[0].output.save()
     assert first.shape[1] == len(gpt2.tokenizer("Hello")["input_ids"]) + 6
 
 
-@pytest.mark.parametrize("line, message", [
-    ("generate gpt2 --max-new-tokens three", "invalid int value"),
-    ("generate gpt2 --temprature 0.5", "Did you mean --temperature"),
-    ("trace gpt2 --max-new-tokens 3", "--max-new-tokens applies to `%%ndif generate`"),
-    ("generate gpt2 --num-beams 2", "num_beams=2 changes the batch"),
-    ("generate gpt2 --server", "server extension"),
-    ("generate gpt2 --server --device-map cpu", "either --server or --device-map"),
-    ("models", "is a line magic"),
-    ("frobnicate", "invalid choice"),
-    ('generate gpt2 --prompt "open quote', "quote left open"),
-    ("generate /no/such/folder", "Could not find the model"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("generate gpt2 --max-new-tokens three", "invalid int value"),
+        ("generate gpt2 --temprature 0.5", "Did you mean --temperature"),
+        ("trace gpt2 --max-new-tokens 3", "--max-new-tokens applies to `%%ndif generate`"),
+        ("generate gpt2 --num-beams 2", "num_beams=2 changes the batch"),
+        ("generate gpt2 --server", "server extension"),
+        ("generate gpt2 --server --device-map cpu", "either --server or --device-map"),
+        ("models", "is a line magic"),
+        ("frobnicate", "invalid choice"),
+        ('generate gpt2 --prompt "open quote', "quote left open"),
+        ("generate /no/such/folder", "Could not find the model"),
+    ],
+)
 def test_a_bad_line_is_a_usage_error_and_runs_nothing(ip, gpt2: Model, capsys, monkeypatch, line, message):
     monkeypatch.delenv("NDIF_SERVER_URL", raising=False)
     ip.user_ns["gpt2"] = gpt2
@@ -244,13 +276,16 @@ def test_a_cell_without_an_invoke_says_how_to_give_one(ip, gpt2: Model):
     assert "x" not in ip.user_ns
 
 
-@pytest.mark.parametrize("line, passthrough", [
-    ("generate --min-new-tokens 2 --output-attentions", {"min_new_tokens": 2, "output_attentions": True}),
-    ("generate --no-repeat-ngram-size=3 --eos-token-id [1,2]", {"no_repeat_ngram_size": 3, "eos_token_id": [1, 2]}),
-    ("generate --use-cache false --stop-strings 'in the'", {"use_cache": False, "stop_strings": "in the"}),
-    ("generate --do-sample --top-k 5 --temperature 0.5", {"do_sample": True, "top_k": 5, "temperature": 0.5}),
-    ("trace m --output-hidden-states true", {"output_hidden_states": True}),
-])
+@pytest.mark.parametrize(
+    "line, passthrough",
+    [
+        ("generate --min-new-tokens 2 --output-attentions", {"min_new_tokens": 2, "output_attentions": True}),
+        ("generate --no-repeat-ngram-size=3 --eos-token-id [1,2]", {"no_repeat_ngram_size": 3, "eos_token_id": [1, 2]}),
+        ("generate --use-cache false --stop-strings 'in the'", {"use_cache": False, "stop_strings": "in the"}),
+        ("generate --do-sample --top-k 5 --temperature 0.5", {"do_sample": True, "top_k": 5, "temperature": 0.5}),
+        ("trace m --output-hidden-states true", {"output_hidden_states": True}),
+    ],
+)
 def test_pass_through_options_parse_to_values(ip, line, passthrough):
     from ndif_jupyter.magics.arguments import parse_line
 
@@ -266,7 +301,7 @@ def test_an_empty_prompt_is_a_usage_error_about_the_line(ip, gpt2: Model):
 
 
 def test_ndif_models_says_when_the_server_cannot_be_listed(ip, capsys, monkeypatch):
-    from jupyter_process import free_port
+    from ndif_testing.jupyter_process import free_port
 
     monkeypatch.setenv("NDIF_SERVER_URL", f"http://127.0.0.1:{free_port()}/ndif/api/")
     ip.run_line_magic("ndif", "models")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from IPython.core.completer import provisionalcompleter
 
 from ndif_jupyter import Model
+
+pytestmark = pytest.mark.kernel
 
 
 def complete(ip, text: str) -> list[str]:

@@ -8,6 +8,8 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+
 TIMEOUT = 120
 
 
@@ -32,9 +34,12 @@ def test_a_cell_runs_in_the_kernel_and_a_failing_cell_replies_with_its_error(ker
     content, _ = execute(kernel, f"%load_ext ndif_jupyter\ntiny = {str(gpt2_dir)!r}")
     assert content["status"] == "ok"
 
-    content, messages = execute(kernel, '''%%ndif generate $tiny --max-new-tokens 2 --prompt "Hello world"
+    content, messages = execute(
+        kernel,
+        """%%ndif generate $tiny --max-new-tokens 2 --prompt "Hello world"
 hidden = model.transformer.h[-1].output.save()
-''')
+""",
+    )
     assert content["status"] == "ok"
     shown = [m["content"]["data"] for m in messages if m["msg_type"] == "display_data"]
     browsers = [data for data in shown if "image/png" in data]
@@ -45,10 +50,13 @@ hidden = model.transformer.h[-1].output.save()
     results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
     assert results == ["((1, 2, 64), 'Tensor')"]
 
-    content, messages = execute(kernel, '''%%ndif generate $tiny --max-new-tokens 2 --prompt "Hello world"
+    content, messages = execute(
+        kernel,
+        """%%ndif generate $tiny --max-new-tokens 2 --prompt "Hello world"
 first = model.transformer.h[0].output.save()
 second = model.transformer.h[0].output @ model.transformer.h[0].output
-''')
+""",
+    )
     assert content["status"] == "error"
     assert content["ename"] == "TraceError" and "fails on the traced values" in content["evalue"]
     errors = [m["content"] for m in messages if m["msg_type"] == "error"]
@@ -69,7 +77,7 @@ def test_completion_through_the_kernel(kernel, gpt2_dir):
     reply = kernel.get_shell_msg(timeout=TIMEOUT)
     content = reply["content"]
     assert content["status"] == "ok"
-    inserted = [code[: content["cursor_start"]] + match + code[content["cursor_end"]:] for match in content["matches"]]
+    inserted = [code[: content["cursor_start"]] + match + code[content["cursor_end"] :] for match in content["matches"]]
     assert code[:-2] + "mlp" in inserted
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from ndif_jupyter import Model
-from ndif_jupyter.checkpoints import cached_folder, list_cached, resolve
+from ndif_jupyter.loading.checkpoints import cached_folder, list_cached, resolve
 
 
 def test_construction_builds_the_tree_on_the_meta_device(gpt2: Model):
     assert gpt2.local_model is None
-    assert all(p.device.type == "meta" for p in gpt2._meta_model.parameters())
+    assert all(p.device.type == "meta" for p in gpt2.loaded.meta_model.parameters())
     assert gpt2.tokenizer.padding_side == "left"
     assert gpt2.tokenizer.pad_token_id is not None
     assert "GPT2Block" in repr(gpt2) and "(lm_head)" in repr(gpt2)
@@ -62,8 +62,8 @@ def test_dtype_can_be_chosen(gpt2_dir):
 def test_the_hub_is_asked_only_when_it_answers(monkeypatch):
     import socket
 
-    from ndif_jupyter.checkpoints import hub_reachable
     from ndif_jupyter.errors import NDIFError
+    from ndif_jupyter.loading.checkpoints import hub_reachable
 
     with socket.socket() as listening:
         listening.bind(("127.0.0.1", 0))

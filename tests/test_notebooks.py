@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from notebook_check import differences, execute
+from ndif_testing.notebook_check import differences, execute
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -17,6 +17,8 @@ def test_there_are_notebooks():
 
 
 @pytest.mark.default_model
+@pytest.mark.kernel
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_the_notebook_runs_and_gives_its_stored_outputs(path: Path):
     stored = nbformat.read(path, as_version=4)

@@ -14,23 +14,44 @@ from jsonschema import Draft202012Validator
 
 from ndif_jupyter import Model
 from ndif_jupyter.errors import ProtocolError
-from ndif_jupyter.execution.executor import ExecutionResult, execute
+from ndif_jupyter.execution.executor import execute
+from ndif_jupyter.ir.graph import Ref
+from ndif_jupyter.ir.result import ExecutionResult
 from ndif_jupyter.protocol.container import unpack
 from ndif_jupyter.protocol.request import decode_request, encode_request
 from ndif_jupyter.protocol.result import decode_result, encode_result
 from ndif_jupyter.protocol.schema import schema
 from ndif_jupyter.protocol.values import TensorTable, decode_value, encode_value
-from ndif_jupyter.tracing.graph import Ref
 
 DOC = Path(__file__).parent.parent / "docs" / "protocol.md"
 PROMPT = "The Eiffel Tower is in the city of"
 
 
-@pytest.mark.parametrize("value", [
-    None, True, 0, -3, 2.5, "text", [1, [2.0, "x"]], (1, (2,)), {"a": (1, None)}, Ref(4), slice(None, -1, 2),
-    slice(Ref(1), None, None), Ellipsis, torch.float16, torch.bfloat16, torch.device("cpu"), complex(1, -2),
-    (Ellipsis, slice(None), 3), float("inf"), float("-inf"),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        0,
+        -3,
+        2.5,
+        "text",
+        [1, [2.0, "x"]],
+        (1, (2,)),
+        {"a": (1, None)},
+        Ref(4),
+        slice(None, -1, 2),
+        slice(Ref(1), None, None),
+        Ellipsis,
+        torch.float16,
+        torch.bfloat16,
+        torch.device("cpu"),
+        complex(1, -2),
+        (Ellipsis, slice(None), 3),
+        float("inf"),
+        float("-inf"),
+    ],
+)
 def test_values_round_trip(value):
     table = TensorTable()
     data = json.loads(json.dumps(encode_value(value, table), allow_nan=False))
@@ -53,8 +74,17 @@ def test_what_is_not_data_cannot_travel(value):
         encode_value(value, TensorTable())
 
 
-@pytest.mark.parametrize("data", [{"tuple": [1], "dict": {}}, {"code": "import os"}, {"ref": "3"}, {"tensor": "t9"},
-                                  {"dtype": "object"}, {"float": "1e999"}])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"tuple": [1], "dict": {}},
+        {"code": "import os"},
+        {"ref": "3"},
+        {"tensor": "t9"},
+        {"dtype": "object"},
+        {"float": "1e999"},
+    ],
+)
 def test_decoding_refuses_what_the_format_does_not_define(data):
     with pytest.raises(ProtocolError):
         decode_value(data, {})
@@ -70,7 +100,7 @@ def _block(model: Model):
         with block.invoke("hi"):
             model.transformer.h[2].mlp.output = model.transformer.h[2].mlp.output * 0.5
             first = model.transformer.h[3].output.t(0).save()
-    return block, {kept._node_id: kept.value, probs._node_id: probs.value, first._node_id: first.value}
+    return block, {kept.node_id: kept.value, probs.node_id: probs.value, first.node_id: first.value}
 
 
 def test_a_request_round_trips_and_runs_to_the_same_values(gpt2: Model):
@@ -91,7 +121,10 @@ def test_a_request_round_trips_and_runs_to_the_same_values(gpt2: Model):
 def test_a_result_round_trips_exactly():
     result = ExecutionResult(
         {0: torch.randn(2, 3), 4: (torch.ones(2, dtype=torch.bfloat16), None, 3), 7: torch.tensor(True)},
-        torch.tensor([[1, 2, 3]]), {9: "the module never ran"}, 3, 0.25,
+        torch.tensor([[1, 2, 3]]),
+        {9: "the module never ran"},
+        3,
+        0.25,
     )
     back = decode_result(encode_result(result))
     assert torch.equal(back.saved[0], result.saved[0]) and back.saved[7].item() is True
@@ -137,15 +170,23 @@ def test_the_container_is_safetensors_both_ways():
 
     from ndif_jupyter.protocol.container import pack
 
-    tensors = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int16), "c": torch.tensor(True),
-               "d": torch.ones(2, 3, dtype=torch.bfloat16), "e": torch.zeros(0, 4), "f": torch.arange(3)}
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.arange(7, dtype=torch.int16),
+        "c": torch.tensor(True),
+        "d": torch.ones(2, 3, dtype=torch.bfloat16),
+        "e": torch.zeros(0, 4),
+        "f": torch.arange(3),
+    }
     ours = pack({"x": 1}, tensors)
     read_by_library = load(ours)
     assert all(torch.equal(read_by_library[name], tensor) for name, tensor in tensors.items())
     document, read_by_us = unpack(save(tensors, metadata={"ndif": json.dumps({"y": [2]})}))
     assert document == {"y": [2]}
-    assert all(torch.equal(read_by_us[name], tensor) and read_by_us[name].dtype == tensor.dtype
-               for name, tensor in tensors.items())
+    assert all(
+        torch.equal(read_by_us[name], tensor) and read_by_us[name].dtype == tensor.dtype
+        for name, tensor in tensors.items()
+    )
     header_length = int.from_bytes(ours[:8], "little")
     assert header_length % 8 == 0, "tensor data starts 8-byte aligned"
 
@@ -160,13 +201,22 @@ def test_received_tensors_are_views_of_the_received_buffer():
     assert again["a"][0].item() == 123.0, "no copy was made"
 
 
-@pytest.mark.parametrize("header, message", [
-    ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, "do not agree"),
-    ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, "no valid dtype"),
-    ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16000]}}, "do not agree"),
-    ({"__metadata__": {"ndif": "[1]"}}, "must be a JSON object"),
-    ({"__metadata__": {"other": "{}"}}, "has no 'ndif' entry"),
-])
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ({"__metadata__": {"ndif": "{}"}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, "do not agree"),
+        (
+            {"__metadata__": {"ndif": "{}"}, "a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}},
+            "no valid dtype",
+        ),
+        (
+            {"__metadata__": {"ndif": "{}"}, "a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16000]}},
+            "do not agree",
+        ),
+        ({"__metadata__": {"ndif": "[1]"}}, "must be a JSON object"),
+        ({"__metadata__": {"other": "{}"}}, "has no 'ndif' entry"),
+    ],
+)
 def test_a_broken_container_is_refused_with_the_reason(header, message):
     raw = json.dumps(header).encode()
     data = len(raw).to_bytes(8, "little") + raw + bytes(16)

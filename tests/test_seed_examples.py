@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-import reference
 from ndif_jupyter import Model, NDIFError
+from ndif_testing import reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PROMPT = "The Eiffel Tower is in the city of"
@@ -67,7 +67,7 @@ def check_seed_examples(model: Model, last_layer: str, folder=None):
     if folder is not None:
         ref = reference.load(folder)
         with reference.capture(ref, [last_layer]) as seen:
-            expected_ids = reference.greedy(ref, model.tokenizer(PROMPT)["input_ids"], 1, model._pad_token_id)
+            expected_ids = reference.greedy(ref, model.tokenizer(PROMPT)["input_ids"], 1, model.loaded.pad_token_id)
         assert torch.equal(output, expected_ids)
         assert_close(hidden, seen[last_layer][0][0], rtol=0, atol=0)
 
@@ -90,6 +90,7 @@ def test_seed_examples_on_tiny_gpt2(gpt2: Model, gpt2_dir):
 
 
 @pytest.mark.default_model
+@pytest.mark.slow
 def test_seed_examples_on_the_default_model(default_model: Model):
     output = check_seed_examples(default_model, "model.layers.29")
     assert default_model.tokenizer.decode(output[0, -3:]) == " Paris.\n"

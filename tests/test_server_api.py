@@ -19,7 +19,11 @@ from ndif_jupyter.protocol.request import encode_request
 from ndif_jupyter.protocol.result import decode_result
 
 PROMPT = "The Eiffel Tower is in the city of"
-pytestmark = pytest.mark.usefixtures("ndif_client_environment")
+pytestmark = [pytest.mark.usefixtures("ndif_client_environment"), pytest.mark.server]
+
+
+class Recorded(Exception):
+    """Leaves a block once its graph is taken, so that the graph is only sent, never run in the kernel."""
 
 
 class DenyNDIF(Authorizer):
@@ -31,8 +35,14 @@ class DenyNDIF(Authorizer):
 
 @pytest.fixture
 def ndif_settings(gpt2_dir, llama_dir, tmp_path):
-    return {"models": [str(gpt2_dir), str(llama_dir)], "response_path": str(tmp_path / "responses"),
-            "max_new_tokens": 600, "max_batch_size": 4, "max_nodes": 200, "max_result_bytes": 4_000_000}
+    return {
+        "models": [str(gpt2_dir), str(llama_dir)],
+        "response_path": str(tmp_path / "responses"),
+        "max_new_tokens": 600,
+        "max_batch_size": 4,
+        "max_nodes": 200,
+        "max_result_bytes": 4_000_000,
+    }
 
 
 @pytest.fixture
@@ -42,13 +52,13 @@ def jp_server_config(ndif_settings):
 
 def recorded(model: Model, kind: str = "trace", **options):
     """Run a small block in the kernel; returns the graph that ran and the values it saved (the local truth)."""
-    with (model.trace(**options) if kind == "trace" else model.generate(**options)) as block:
+    with model.trace(**options) if kind == "trace" else model.generate(**options) as block:
         with block.invoke(PROMPT):
             layers = model.transformer.h if hasattr(model.config, "n_layer") else model.model.layers
             first = layers[0].output.save()
             layers[1].output[:, -1] = 0
             last = (layers[-1].output * 2).save()
-    return block.graph(), {first._node_id: first.value, last._node_id: last.value}, block
+    return block.graph(), {first.node_id: first.value, last.node_id: last.value}, block
 
 
 async def post_job(jp_fetch, body: bytes):
@@ -75,7 +85,7 @@ async def test_models_lists_each_served_model_with_its_module_tree(jp_fetch, ser
     assert document["limits"]["max_new_tokens"] == 600
     entry = next(model for model in document["models"] if model["name"] == str(gpt2_dir))
     assert entry["class"] == "GPT2LMHeadModel" and entry["loaded"] is False
-    assert entry["parameters"] == sum(p.numel() for p in gpt2._meta_model.parameters())
+    assert entry["parameters"] == sum(p.numel() for p in gpt2.loaded.meta_model.parameters())
     transformer = next(child for child in entry["modules"]["children"] if child["name"] == "transformer")
     blocks = next(child for child in transformer["children"] if child["name"] == "h")
     assert [block["name"] for block in blocks["children"]] == ["0", "1", "2", "3"]
@@ -150,9 +160,14 @@ async def test_every_endpoint_needs_authentication(jp_fetch, server, headers):
     assert caught.value.code == 401
 
 
-@pytest.mark.parametrize("jp_server_config", [{
-    "ServerApp": {"jpserver_extensions": {"ndif_server": True}, "authorizer_class": DenyNDIF},
-}])
+@pytest.mark.parametrize(
+    "jp_server_config",
+    [
+        {
+            "ServerApp": {"jpserver_extensions": {"ndif_server": True}, "authorizer_class": DenyNDIF},
+        }
+    ],
+)
 async def test_a_user_without_the_ndif_permission_gets_403(jp_fetch, jp_serverapp, gpt2):
     for parts in (("models",), ("jobs",)):
         with pytest.raises(HTTPClientError) as caught:
@@ -180,24 +195,28 @@ def _edited(data: bytes, change) -> bytes:
 def _set_op(index: int, op: str):
     def change(document):
         document["nodes"][index]["op"] = op
+
     return change
 
 
 def _set_path(path: str):
     def change(document):
         document["nodes"][0]["args"][0] = path
+
     return change
 
 
 def _set(key: str, value):
     def change(document):
         document[key] = value
+
     return change
 
 
 def _set_option(key: str, value):
     def change(document):
         document["options"][key] = value
+
     return change
 
 
@@ -205,19 +224,22 @@ def _forward_ref(document):
     document["nodes"][1]["args"][0] = {"ref": 5}
 
 
-@pytest.mark.parametrize("change, message", [
-    (_set_op(1, "os.system"), "`os.system` is not an operation this server allows"),
-    (_set_op(1, 42), "nodes/1/op: 42 is not of type 'string'"),
-    (_set_path("transformer.h.9"), "the model has no module `transformer.h.9`"),
-    (_set("model", "gpt2-xl"), "the model 'gpt2-xl' is not served here"),
-    (_set("version", 7), "format version 7 is not supported"),
-    (_set_option("max_new_tokens", 601), "max_new_tokens=601 is over this server's limit of 600"),
-    (_set_option("custom_generate", "org/code"), "the option 'custom_generate' is not allowed"),
-    (_set("invokes", [[[1, 2]]] * 5), "the batch has 5 prompts, over this server's limit of 4"),
-    (_set("invokes", [[[10**6]]]), "past the model's vocabulary"),
-    (_set("saved_bytes", 5_000_000), "over this server's limit of 4.0 MB"),
-    (_forward_ref, "it reads node 5, which is not an earlier node"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set_op(1, "os.system"), "`os.system` is not an operation this server allows"),
+        (_set_op(1, 42), "nodes/1/op: 42 is not of type 'string'"),
+        (_set_path("transformer.h.9"), "the model has no module `transformer.h.9`"),
+        (_set("model", "gpt2-xl"), "the model 'gpt2-xl' is not served here"),
+        (_set("version", 7), "format version 7 is not supported"),
+        (_set_option("max_new_tokens", 601), "max_new_tokens=601 is over this server's limit of 600"),
+        (_set_option("custom_generate", "org/code"), "the option 'custom_generate' is not allowed"),
+        (_set("invokes", [[[1, 2]]] * 5), "the batch has 5 prompts, over this server's limit of 4"),
+        (_set("invokes", [[[10**6]]]), "past the model's vocabulary"),
+        (_set("saved_bytes", 5_000_000), "over this server's limit of 4.0 MB"),
+        (_forward_ref, "it reads node 5, which is not an earlier node"),
+    ],
+)
 async def test_a_request_outside_the_rules_gets_400_naming_the_problem(jp_fetch, server, gpt2, change, message):
     graph, _, _ = recorded(gpt2, "generate", max_new_tokens=2)
     with pytest.raises(HTTPClientError) as caught:
@@ -228,14 +250,17 @@ async def test_a_request_outside_the_rules_gets_400_naming_the_problem(jp_fetch,
     assert (await jp_fetch("ndif", "api", "models")).code == 200, "the server goes on serving"
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"", "shorter than its 8-byte header length"),
-    (b"\xff" * 64, "header length is past its end"),
-    (pack({"format": "ndif.request"}, {}), "does not follow the format"),
-    (b"\x02\x00\x00\x00\x00\x00\x00\x00{}", "has no 'ndif' entry"),
-    (_container_with_metadata("{not json"), "the 'ndif' metadata entry is not JSON"),
-    (b"\x05\x00\x00\x00\x00\x00\x00\x00{oops", "the safetensors header is not JSON"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"", "shorter than its 8-byte header length"),
+        (b"\xff" * 64, "header length is past its end"),
+        (pack({"format": "ndif.request"}, {}), "does not follow the format"),
+        (b"\x02\x00\x00\x00\x00\x00\x00\x00{}", "has no 'ndif' entry"),
+        (_container_with_metadata("{not json"), "the 'ndif' metadata entry is not JSON"),
+        (b"\x05\x00\x00\x00\x00\x00\x00\x00{oops", "the safetensors header is not JSON"),
+    ],
+)
 async def test_a_malformed_body_gets_400(jp_fetch, server, body, message):
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("ndif", "api", "jobs", method="POST", body=body)
@@ -251,14 +276,19 @@ async def test_too_many_nodes_are_refused(jp_fetch, server, gpt2):
         h.save()
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("ndif", "api", "jobs", method="POST", body=encode_request(block.graph(), gpt2.name))
-    assert "the graph has 201 nodes, over this server's limit of 200" in json.loads(caught.value.response.body)["message"]
+    assert (
+        "the graph has 201 nodes, over this server's limit of 200" in json.loads(caught.value.response.body)["message"]
+    )
 
 
 async def test_cancel_a_running_job_and_a_queued_one_while_the_api_answers(jp_fetch, server, llama):
-    with llama.generate(max_new_tokens=600) as long_block:
-        with long_block.invoke(PROMPT):
-            llama.model.layers[0].output.save()
-    body = encode_request(long_block.graph(), llama.name)
+    with pytest.raises(Recorded):
+        with llama.generate(max_new_tokens=600) as long_block:
+            with long_block.invoke(PROMPT):
+                llama.model.layers[0].output.save()
+            long_graph = long_block.graph()
+            raise Recorded
+    body = encode_request(long_graph, llama.name)
     running = await post_job(jp_fetch, body)
     queued = await post_job(jp_fetch, body)
     for _ in range(200):
@@ -308,7 +338,9 @@ async def test_only_the_newest_finished_jobs_are_kept(jp_fetch, server, gpt2):
     graph, _, _ = recorded(gpt2)
     ids = []
     for _ in range(4):
-        ids.append((await wait_done(jp_fetch, (await post_job(jp_fetch, encode_request(graph, gpt2.name)))["id"]))["id"])
+        ids.append(
+            (await wait_done(jp_fetch, (await post_job(jp_fetch, encode_request(graph, gpt2.name)))["id"]))["id"]
+        )
     kept = [job["id"] for job in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]]
     assert kept == ids[1:], "two finished jobs are kept, plus the one just made"
     assert not server.store.result_path(ids[0]).exists()
@@ -327,6 +359,7 @@ async def test_a_waiting_kernel_shows_a_progress_line(jp_fetch, server, llama, c
     assert "\rndif server: job " in line and " done in " in line and line.endswith("\n")
 
 
+@pytest.mark.kernel
 async def test_ndif_models_lists_what_the_server_serves(jp_fetch, server, ip, capsys, gpt2_dir):
     await asyncio.to_thread(ip.run_line_magic, "ndif", "models")
     out = capsys.readouterr().out

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from jupyter_process import JupyterServerProcess
+import pytest
+
+from ndif_testing.jupyter_process import JupyterServerProcess
+
+pytestmark = [pytest.mark.server, pytest.mark.kernel, pytest.mark.slow]
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -58,8 +62,12 @@ def test_the_logit_lens_of_a_server_run_runs_on_the_server(gpt2_dir, tmp_path):
     config = {"NDIFServer": {"models": [str(gpt2_dir)], "response_path": str(tmp_path / "responses")}}
     with JupyterServerProcess(config) as server:
         kernel = server.start_kernel()
-        assert kernel.execute(f"%load_ext ndif_jupyter\nfrom ndif_jupyter import Model\nmodel = Model({str(gpt2_dir)!r})"
-                              ).status == "ok"
+        assert (
+            kernel.execute(
+                f"%load_ext ndif_jupyter\nfrom ndif_jupyter import Model\nmodel = Model({str(gpt2_dir)!r})"
+            ).status
+            == "ok"
+        )
         run = kernel.execute(f"""%%ndif trace model --server --prompt {PROMPT!r}
 stack = [block.output.save() for block in model.transformer.h]
 """)

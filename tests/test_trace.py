@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch.testing import assert_close
 
-import reference
 from ndif_jupyter import Model
+from ndif_testing import reference
 
 PROMPT = "The Eiffel Tower is in the city of"
 
@@ -75,7 +77,7 @@ def test_logit_lens_calls_modules_on_traced_values(gpt2: Model, gpt2_dir):
 def test_inputs_are_what_the_module_receives(llama: Model, llama_dir):
     with llama.trace(PROMPT):
         first = llama.model.layers[1].mlp.input.save()
-        args, kwargs = llama.model.layers[1].mlp.inputs
+        args, _kwargs = llama.model.layers[1].mlp.inputs
         same = args[0].save()
         normed = llama.model.layers[1].post_attention_layernorm.output.save()
     assert_close(first.value, normed.value, rtol=0, atol=0)
@@ -149,7 +151,7 @@ def test_saved_values_are_cpu_copies_detached_from_the_model(gpt2: Model):
 
 
 def test_the_graph_is_plain_data(gpt2: Model):
-    from ndif_jupyter.tracing.graph import CONSTANT_TYPES, Ref
+    from ndif_jupyter.ir.graph import CONSTANT_TYPES, Ref
 
     with gpt2.trace(PROMPT) as tracer:
         h = gpt2.transformer.h[0].output
@@ -175,3 +177,16 @@ def test_the_graph_is_plain_data(gpt2: Model):
         check(node.kwargs)
         assert node.source is not None and node.source.filename == __file__
     assert graph.invokes[0].rows == [ids_of(gpt2)]
+
+
+def test_a_submodule_replaced_between_runs_is_hooked_in_its_new_place(gpt2):
+    """Nothing about the model's modules is cached across runs: the next run reads the module that is there now."""
+    with gpt2.trace("Hello", device_map="cpu"):
+        before = gpt2.transformer.h[0].mlp.output.save()
+    loaded = gpt2.local_model
+    replacement = copy.deepcopy(loaded.transformer.h[0].mlp)
+    loaded.transformer.h[0].mlp = replacement
+    with gpt2.trace("Hello", device_map="cpu"):
+        after = gpt2.transformer.h[0].mlp.output.save()
+    assert torch.equal(before.value, after.value)
+    assert loaded.transformer.h[0].mlp is replacement

@@ -13,7 +13,7 @@ from IPython.utils.capture import capture_output
 from ndif_jupyter import Model, NDIFError, browse
 from ndif_jupyter.widgets import ActivationBrowser
 from ndif_jupyter.widgets.views import Bounds
-from reference import capture, load
+from ndif_testing.reference import capture, load
 
 PROMPTS = ["The Eiffel Tower is in the city of", "Rome is"]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -44,15 +44,19 @@ def grid_of(browser: ActivationBrowser) -> torch.Tensor:
 def llama_cell(ip, llama_dir):
     llama = Model(str(llama_dir))
     ip.user_ns["llama"] = llama
-    result = run(ip, f'''%%ndif trace llama --no-display
+    result = run(
+        ip,
+        f"""%%ndif trace llama --no-display
 with invoke({PROMPTS[0]!r}):
     first = [layer.output.save() for layer in model.model.layers]
 with invoke({PROMPTS[1]!r}):
     second = [layer.output.save() for layer in model.model.layers]
-''')
+""",
+    )
     return llama, result
 
 
+@pytest.mark.kernel
 def test_the_heatmap_is_each_layers_norm_at_each_token_of_the_prompt(llama_cell, llama_dir):
     llama, result = llama_cell
     browser = result.browse()
@@ -94,6 +98,7 @@ def test_the_heatmap_is_each_layers_norm_at_each_token_of_the_prompt(llama_cell,
     assert torch.allclose(grid_of(browser), states.mean(-1), atol=1e-5)
 
 
+@pytest.mark.kernel
 def test_the_overview_lists_every_saved_value_with_its_module_and_statistics(llama_cell):
     _, result = llama_cell
     overview = result.browse().overview
@@ -107,6 +112,7 @@ def test_the_overview_lists_every_saved_value_with_its_module_and_statistics(lla
     assert overview[5]["invoke"] == 1
 
 
+@pytest.mark.kernel
 def test_the_logit_lens_is_the_top_k_of_the_final_norm_and_unembedding_of_each_layer(llama_cell, llama_dir):
     llama, result = llama_cell
     browser = result.browse(view="lens")
@@ -125,29 +131,36 @@ def test_the_logit_lens_is_the_top_k_of_the_final_norm_and_unembedding_of_each_l
     browser.selected = [1, 3]
     cell = browser.get_state()["lens_cell"]
     assert (cell["layer"], cell["token"]) == (1, 3)
-    assert [entry["token"] for entry in cell["top"]] == [llama.tokenizer.decode([t]) for t in top.indices[1, 3].tolist()]
+    assert [entry["token"] for entry in cell["top"]] == [
+        llama.tokenizer.decode([t]) for t in top.indices[1, 3].tolist()
+    ]
     assert torch.allclose(torch.tensor([entry["prob"] for entry in cell["top"]]), top.values[1, 3], atol=1e-5)
 
 
+@pytest.mark.kernel
 def test_the_step_slider_shows_the_values_saved_after_each_next(ip, gpt2_dir):
     gpt2 = Model(str(gpt2_dir))
     ip.user_ns["gpt2"] = gpt2
-    result = run(ip, f'''%%ndif generate gpt2 --max-new-tokens 3 --prompt {PROMPTS[1]!r} --no-display
+    result = run(
+        ip,
+        f"""%%ndif generate gpt2 --max-new-tokens 3 --prompt {PROMPTS[1]!r} --no-display
 steps = []
 for step in range(3):
     steps.append([block.output.save() for block in model.transformer.h])
     if step < 2:
         next()
-''')
+""",
+    )
     browser = result.browse()
-    assert browser.stacks == [{"label": "transformer.h.*.output", "layers": 4, "steps": [0, 1, 2, -1], "rows": 1,
-                               "width": 64}]
+    assert browser.stacks == [
+        {"label": "transformer.h.*.output", "layers": 4, "steps": [0, 1, 2, -1], "rows": 1, "width": 64}
+    ]
     prompt_ids = gpt2.tokenizer(PROMPTS[1])["input_ids"]
     output = result.output_ids[0].tolist()
     assert browser.step == -1, "a generation opens on all its steps joined"
     joined = torch.cat([torch.stack([layer[0] for layer in result.saved["steps"][step]]) for step in range(3)], dim=1)
     assert torch.allclose(grid_of(browser), joined.norm(dim=-1), atol=1e-6)
-    assert browser.tokens == [gpt2.tokenizer.decode([token]) for token in output[:len(prompt_ids) + 2]]
+    assert browser.tokens == [gpt2.tokenizer.decode([token]) for token in output[: len(prompt_ids) + 2]]
     browser.step = 0
     assert browser.tokens == [gpt2.tokenizer.decode([token]) for token in prompt_ids]
     for step in (1, 2):
@@ -160,13 +173,17 @@ for step in range(3):
     assert (browser.lens["rows"], browser.lens["cols"]) == (4, len(prompt_ids) + 2)
 
 
+@pytest.mark.kernel
 def test_a_padded_row_marks_its_padding(ip, gpt2_dir):
     gpt2 = Model(str(gpt2_dir))
     ip.user_ns["gpt2"] = gpt2
-    result = run(ip, f'''%%ndif trace gpt2 --no-display
+    result = run(
+        ip,
+        f"""%%ndif trace gpt2 --no-display
 with invoke({PROMPTS!r}):
     hidden = [block.output.save() for block in model.transformer.h]
-''')
+""",
+    )
     browser = result.browse()
     long, short = (gpt2.tokenizer(prompt)["input_ids"] for prompt in PROMPTS)
     browser.row = 1
@@ -175,12 +192,16 @@ with invoke({PROMPTS!r}):
     assert torch.allclose(grid_of(browser), expected, atol=1e-6)
 
 
+@pytest.mark.kernel
 def test_attention_heads_show_the_saved_patterns_with_tokens_on_both_axes(ip, llama_dir):
     llama = Model(str(llama_dir), attn_implementation="eager")
     ip.user_ns["llama"] = llama
-    result = run(ip, f'''%%ndif trace llama --output-attentions true --prompt {PROMPTS[0]!r} --no-display
+    result = run(
+        ip,
+        f"""%%ndif trace llama --output-attentions true --prompt {PROMPTS[0]!r} --no-display
 pattern = model.model.layers[1].self_attn.output[1].save()
-''')
+""",
+    )
     browser = result.browse()
     assert browser.views == ["overview", "attention"]
     assert browser.attention_sources == [{"label": "model.layers.1.self_attn.output[1]", "heads": 4}]
@@ -213,6 +234,7 @@ def test_a_long_run_sends_a_bounded_window_of_every_view():
     assert len(json.dumps(browser.get_state())) < 1_000_000
 
 
+@pytest.mark.kernel
 def test_the_static_fallback_carries_a_picture_and_text_of_every_view(llama_cell):
     from matplotlib.image import imread
 
@@ -230,12 +252,13 @@ def test_the_static_fallback_carries_a_picture_and_text_of_every_view(llama_cell
     assert browser.lens["status"] == "ready", "the lens picture draws the computed lens"
 
 
+@pytest.mark.kernel
 def test_a_cell_shows_the_browser_of_its_saved_values_by_default(ip, gpt2_dir):
     ip.user_ns["gpt2"] = Model(str(gpt2_dir))
     with capture_output() as shown:
-        result = ip.run_cell(f'''%%ndif trace gpt2 --prompt {PROMPTS[0]!r}
+        result = ip.run_cell(f"""%%ndif trace gpt2 --prompt {PROMPTS[0]!r}
 hidden = [block.output.save() for block in model.transformer.h]
-''')
+""")
     assert result.success
     (output,) = shown.outputs
     assert WIDGET_MIME in output.data and "image/png" in output.data
@@ -243,7 +266,7 @@ hidden = [block.output.save() for block in model.transformer.h]
     assert f"hidden[0]: {shape} float32 at model.transformer.h[0].output" in output.data["text/plain"]
 
     with capture_output() as shown:
-        assert ip.run_cell(f'%%ndif trace gpt2 --prompt {PROMPTS[0]!r}\nx = 1').success
+        assert ip.run_cell(f"%%ndif trace gpt2 --prompt {PROMPTS[0]!r}\nx = 1").success
     (output,) = shown.outputs
     assert WIDGET_MIME not in output.data and "saved: nothing" in output.data["text/plain"]
 
@@ -273,13 +296,17 @@ def test_browsing_nothing_or_an_unrun_block_says_what_to_do(gpt2_dir):
         browse(block)
 
 
+@pytest.mark.kernel
 def test_the_lens_covers_a_bounded_part_of_the_window_and_moves_with_it(ip, llama_dir):
     llama = Model(str(llama_dir))
     ip.user_ns["llama"] = llama
     prompt = "the quick brown fox jumps over the lazy dog " * 3
-    result = run(ip, f'''%%ndif trace llama --prompt {prompt!r} --no-display
+    result = run(
+        ip,
+        f"""%%ndif trace llama --prompt {prompt!r} --no-display
 hidden = [layer.output.save() for layer in model.model.layers]
-''')
+""",
+    )
     browser = browse(result, view="lens", bounds=Bounds(tokens=12, lens_tokens=8))
     reference, ids, states = reference_states(llama_dir, prompt)
     assert len(ids) > 20
@@ -290,12 +317,13 @@ hidden = [layer.output.save() for layer in model.model.layers]
         lens = browser.lens
         assert browser.window == {"start": start, "count": 12, "total": len(ids)}
         assert (lens["rows"], lens["cols"]) == (4, 8)
-        expected = top.values[:, start:start + 8, 0].reshape(-1)
+        expected = top.values[:, start : start + 8, 0].reshape(-1)
         assert torch.allclose(torch.tensor(lens["top_probs"]), expected, atol=1e-5)
     browser.selected = [2, 10]
     assert browser.lens_cell["token"] == 10
-    assert torch.allclose(torch.tensor([entry["prob"] for entry in browser.lens_cell["top"]]), top.values[2, 10],
-                          atol=1e-5)
+    assert torch.allclose(
+        torch.tensor([entry["prob"] for entry in browser.lens_cell["top"]]), top.values[2, 10], atol=1e-5
+    )
 
 
 def test_a_few_extreme_values_do_not_flatten_the_colour_scale():

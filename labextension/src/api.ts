@@ -64,7 +64,7 @@ export class NDIFClient {
     if (response.status === 404) {
       throw new MissingExtensionError(
         'The ndif server extension is not running in this Jupyter server. ' +
-          'Install ndif-jupyter in the server\'s environment and restart it (`jupyter server extension list` shows it).'
+          "Install ndif-jupyter in the server's environment and restart it (`jupyter server extension list` shows it)."
       );
     }
     if (!response.ok) {

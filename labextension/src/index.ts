@@ -47,7 +47,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: async () => {
         const widget = await app.commands.execute('notebook:create-new', { kernelName: 'python3' });
         await widget.context.ready;
-        widget.context.model.sharedModel.insertCells(0, SAMPLE_CELLS.map(source => ({ cell_type: 'code', source })));
+        widget.context.model.sharedModel.insertCells(
+          0,
+          SAMPLE_CELLS.map(source => ({ cell_type: 'code', source }))
+        );
         const cells = widget.context.model.sharedModel.cells;
         if (cells.length > SAMPLE_CELLS.length && cells[cells.length - 1].getSource() === '') {
           widget.context.model.sharedModel.deleteCell(cells.length - 1);

@@ -25,13 +25,7 @@ export class NDIFPanel extends Widget {
     this.messageNode.className = 'ndif-message';
     this.modelsNode.className = 'ndif-models';
     this.jobsNode.className = 'ndif-jobs';
-    this.node.append(
-      heading('Models'),
-      this.messageNode,
-      this.modelsNode,
-      heading('Jobs'),
-      this.jobsNode
-    );
+    this.node.append(heading('Models'), this.messageNode, this.modelsNode, heading('Jobs'), this.jobsNode);
   }
 
   protected onAfterShow(): void {

@@ -19,7 +19,11 @@ export function outputExpression(dotted: string): string {
 
 /** A parameter count as people say it: 135M, 4.2K, 7B. */
 export function shortCount(count: number): string {
-  const units: [number, string][] = [[1e9, 'B'], [1e6, 'M'], [1e3, 'K']];
+  const units: [number, string][] = [
+    [1e9, 'B'],
+    [1e6, 'M'],
+    [1e3, 'K']
+  ];
   for (const [size, unit] of units) {
     if (count >= size) {
       const value = count / size;

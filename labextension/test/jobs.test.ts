@@ -9,9 +9,22 @@ import { renderJob, statusText, timingText } from '../src/jobs';
 
 function job(overrides: Partial<IJob>): IJob {
   return {
-    id: 'j1', model: 'tiny', kind: 'generate', owner: 'alice', status: 'done', phase: null, step: null, steps: null,
-    created: 0, started: 0, finished: 1, queued_seconds: 0.12, run_seconds: 3.4, result_bytes: 2_500_000,
-    error: null, ...overrides
+    id: 'j1',
+    model: 'tiny',
+    kind: 'generate',
+    owner: 'alice',
+    status: 'done',
+    phase: null,
+    step: null,
+    steps: null,
+    created: 0,
+    started: 0,
+    finished: 1,
+    queued_seconds: 0.12,
+    run_seconds: 3.4,
+    result_bytes: 2_500_000,
+    error: null,
+    ...overrides
   };
 }
 
@@ -42,9 +55,12 @@ describe('renderJob', () => {
     expect(node.dataset.status).toBe('running');
   });
 
-  it('shows a failed job\'s error and no cancel button', () => {
-    const node = renderJob(job({ status: 'error', error: { type: 'ExecutionError', message: 'shape mismatch' } }),
-      {} as NDIFClient, () => undefined);
+  it("shows a failed job's error and no cancel button", () => {
+    const node = renderJob(
+      job({ status: 'error', error: { type: 'ExecutionError', message: 'shape mismatch' } }),
+      {} as NDIFClient,
+      () => undefined
+    );
     expect(node.querySelector('button')).toBeNull();
     expect(node.querySelector('.ndif-job-message')?.textContent).toBe('ExecutionError: shape mismatch');
   });

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..structures import map_leaves, zip_map_leaves
-from ..tracing.graph import Graph
+from ..ir.graph import Graph
+from ..ir.nested import map_leaves, zip_map_leaves
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The options of `%ndif`/`%%ndif`: IPython's argument parser for ours, and pass-through options for generate or forward."""
+"""The options of `%ndif`/`%%ndif`: IPython's argument parser for ours, pass-through options for generate or forward."""
 
 from __future__ import annotations
 
@@ -21,33 +21,67 @@ COMMANDS = ("generate", "trace", "models", "use")
 CELL_COMMANDS = ("generate", "trace")
 
 # Inputs the engine builds itself from the prompts; a cell cannot pass them.
-_ENGINE_INPUTS = frozenset({
-    "self", "args", "kwargs", "input_ids", "attention_mask", "position_ids", "inputs_embeds", "labels",
-    "cache", "past_key_values", "cache_position", "pad_token_id",
-})
+_ENGINE_INPUTS = frozenset(
+    {
+        "self",
+        "args",
+        "kwargs",
+        "input_ids",
+        "attention_mask",
+        "position_ids",
+        "inputs_embeds",
+        "labels",
+        "cache",
+        "past_key_values",
+        "cache_position",
+        "pad_token_id",
+    }
+)
 _SAMPLING_OPTIONS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
 _GENERATION_ONLY = (*_SAMPLING_OPTIONS, "max_new_tokens", "seed")
 
 _ARGUMENTS = (
-    argument("command", choices=COMMANDS, help=(
-        "generate: the cell generates tokens; trace: the cell runs one forward pass; "
-        "models (line form): list the models; use MODEL (line form): the model of later cells.")),
-    argument("model", nargs="?", metavar="MODEL", help=(
-        "A Model in the namespace, a repo id or a checkpoint folder. Default: the model set by `%%ndif use`, "
-        "else the namespace's `model` if it is a Model, else the embedded default model.")),
+    argument(
+        "command",
+        choices=COMMANDS,
+        help=(
+            "generate: the cell generates tokens; trace: the cell runs one forward pass; "
+            "models (line form): list the models; use MODEL (line form): the model of later cells."
+        ),
+    ),
+    argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help=(
+            "A Model in the namespace, a repo id or a checkpoint folder. Default: the model set by `%%ndif use`, "
+            "else the namespace's `model` if it is a Model, else the embedded default model."
+        ),
+    ),
     argument("--max-new-tokens", type=int, metavar="N", help="Tokens to generate (generate only)."),
-    argument("--prompt", "-p", action="append", metavar="TEXT", help=(
-        "A prompt; repeat for several. With prompts, the cell is the body of one invoke over them "
-        "and `invoker` is bound; without, open invokes with `with invoke(prompt):`.")),
+    argument(
+        "--prompt",
+        "-p",
+        action="append",
+        metavar="TEXT",
+        help=(
+            "A prompt; repeat for several. With prompts, the cell is the body of one invoke over them "
+            "and `invoker` is bound; without, open invokes with `with invoke(prompt):`."
+        ),
+    ),
     argument("--device-map", metavar="D", help='Where the weights load: "cpu", "cuda", "auto", ...'),
     argument("--server", action="store_true", help="Run the graph in the Jupyter server extension."),
     argument("--no-display", action="store_true", help="Show nothing after the run."),
     argument("--do-sample", action="store_true", default=None, help="Sample instead of greedy decoding."),
     argument("--temperature", type=float, metavar="T", help="Sampling temperature."),
     argument("--top-k", type=int, metavar="K", help="Sample from the k most likely tokens."),
-    argument("--top-p", type=float, metavar="P", help="Sample from the smallest set of tokens with this total probability."),
+    argument(
+        "--top-p", type=float, metavar="P", help="Sample from the smallest set of tokens with this total probability."
+    ),
     argument("--repetition-penalty", type=float, metavar="R", help="Penalty for repeated tokens."),
-    argument("--seed", type=int, metavar="N", help="Seed torch's random generator before the run (reproducible sampling)."),
+    argument(
+        "--seed", type=int, metavar="N", help="Seed torch's random generator before the run (reproducible sampling)."
+    ),
 )
 
 
@@ -71,7 +105,7 @@ class CellOptions:
     seed: int | None = None
     passthrough: dict[str, Any] = field(default_factory=dict)
 
-    def block_options(self, model: "Model") -> dict[str, Any]:
+    def block_options(self, model: Model) -> dict[str, Any]:
         """The keyword arguments of `model.generate(...)`/`model.trace(...)`: ours, then validated pass-through ones."""
         options = dict(self.passthrough)
         if self.max_new_tokens is not None:
@@ -112,12 +146,12 @@ def parse_line(magic_func, line: str) -> CellOptions:
     )
 
 
-def accepted_options(model: "Model", command: str) -> frozenset[str]:
+def accepted_options(model: Model, command: str) -> frozenset[str]:
     """Names a pass-through option may have: the model's forward arguments, and for generate its generation config."""
-    forward = _forward_arguments(model._meta_model.forward) - _ENGINE_INPUTS
+    forward = _forward_arguments(model.loaded.meta_model.forward) - _ENGINE_INPUTS
     if command != "generate":
         return frozenset(forward)
-    generation_config = getattr(model._meta_model, "generation_config", None)
+    generation_config = getattr(model.loaded.meta_model, "generation_config", None)
     generation = {key for key in (generation_config.to_dict() if generation_config else {}) if not key.startswith("_")}
     return frozenset((forward | generation) - _ENGINE_INPUTS - {"transformers_version"})
 
@@ -157,7 +191,8 @@ def _split_passthrough(magic_func, argv: list[str]) -> tuple[list[str], dict[str
     index = 0
     while index < len(argv):
         token = argv[index]
-        name, has_value, text = token.partition("=")
+        name, separator, text = token.partition("=")
+        has_value = bool(separator)
         if not token.startswith("--") or name in known_options:
             known.append(token)
             if known_options.get(name) and not has_value and index + 1 < len(argv):

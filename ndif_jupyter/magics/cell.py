@@ -13,10 +13,11 @@ import torch
 
 from ..errors import TraceError
 from ..model import Model
+from ..tracing.invoker import Invoker
 from ..tracing.proxy import resolve_saved
 from ..tracing.source import user_source
-from ..tracing.tracer import Invoker, Tracer
-from ..widgets.catalog import Catalog, entries_from_block, invokes_from_block
+from ..tracing.tracer import Tracer
+from ..widgets.catalog import Catalog, entries_from_record
 from .result import CellResult
 from .running import cell_number
 
@@ -123,8 +124,9 @@ class NextStep:
         return "<next(): the open invoke moves to the next generated token>"
 
 
-def run_body(shell: Any, model: Model, block: Tracer, body: CompiledBody, invoker: Invoker | None,
-             seed: int | None) -> CellResult:
+def run_body(
+    shell: Any, model: Model, block: Tracer, body: CompiledBody, invoker: Invoker | None, seed: int | None
+) -> CellResult:
     """Run the body inside `block` (and inside `invoker`, if given); the namespace changes only on success."""
     __tracebackhide__ = True
     transaction = NamespaceTransaction(shell.user_ns)
@@ -139,7 +141,8 @@ def run_body(shell: Any, model: Model, block: Tracer, body: CompiledBody, invoke
                 exec(body.code, shell.user_global_ns, shell.user_ns)
             if not block.invokes:
                 raise TraceError(
-                    "This cell opened no invoke, so it has no prompt to run.", None,
+                    "This cell opened no invoke, so it has no prompt to run.",
+                    None,
                     "Give the cell its prompts with --prompt TEXT, or open one with `with invoke(prompt):`.",
                 )
             if seed is not None:
@@ -148,9 +151,15 @@ def run_body(shell: Any, model: Model, block: Tracer, body: CompiledBody, invoke
         transaction.rollback()
         raise
     saved, recorded = transaction.commit(block)
-    result = CellResult.from_block(block, model.name, model.tokenizer, saved, time.perf_counter() - started)
+    record = block.run_record
+    assert record is not None, "a block that ended without an error has its run record"
+    result = CellResult.from_record(record, model.tokenizer, saved, time.perf_counter() - started)
     result.catalog = Catalog(
-        entries_from_block(block, recorded), invokes_from_block(block), model, block.device_map, result.headline(),
+        entries_from_record(record, recorded),
+        record.invokes,
+        model,
+        record.device_map,
+        result.headline(),
         list(zip(result.prompts, result.generated)),
     )
     return result

@@ -1,9 +1,10 @@
-"""Tab completion in a `%%ndif` cell body: module paths of the cell's model (`model.model.la<TAB>`), and its bound names."""
+"""Tab completion in a `%%ndif` cell body: module paths of the cell's model (`model.model.la<TAB>`), and bound names."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from IPython.core.completer import CompletionContext, SimpleCompletion, context_matcher
 from IPython.core.error import UsageError
@@ -16,8 +17,10 @@ _MODULE_EXPRESSION = re.compile(r"(?<![\w.\])])model((?:\.\w+|\[\s*-?\d+\s*\])*)
 _STEP = re.compile(r"\.(\w+)|\[\s*(-?\d+)\s*\]")
 _WORD = re.compile(r"(?<![\w.])(\w+)$")
 _EVENTS = ("output", "input", "inputs")
-_BLOCK_NAMES = {"generate": ("model", "invoke", "next", "generator", "invoker"),
-                "trace": ("model", "invoke", "tracer", "invoker")}
+_BLOCK_NAMES = {
+    "generate": ("model", "invoke", "next", "generator", "invoker"),
+    "trace": ("model", "invoke", "tracer", "invoker"),
+}
 
 
 def cell_matcher(magic_func: Any, choice: ModelChoice, namespace: Callable[[], dict[str, Any]]):
@@ -60,26 +63,26 @@ def _header(context: CompletionContext) -> str | None:
     first = next((index for index, line in enumerate(lines) if line.strip()), None)
     if first is None or not lines[first].lstrip().startswith("%%ndif") or context.cursor_line <= first:
         return None
-    return lines[first].lstrip()[len("%%ndif"):]
+    return lines[first].lstrip()[len("%%ndif") :]
 
 
 def _names_after(model: Model, steps: str) -> list[str]:
     """The names that may follow `model<steps>.`: child modules, the module events, and at the root the Model's API."""
-    module = model._meta_model
+    module = model.loaded.meta_model
     for match in _STEP.finditer(steps):
         name, index = match.groups()
+        named = dict(module.named_children())
         if name is not None:
-            if name in _EVENTS or name not in module._modules:
+            if name in _EVENTS or name not in named:
                 return []
-            module = module._modules[name]
+            module = named[name]
         else:
-            children = list(module._modules.values())
+            children = list(named.values())
             position = int(index)
             if not -len(children) <= position < len(children):
                 return []
             module = children[position]
-    children = [name for name in module._modules if not name.isdigit()]
-    names = children + list(_EVENTS)
+    names = [name for name, _ in module.named_children() if not name.isdigit()] + list(_EVENTS)
     if not steps:
         names += [name for name in dir(model) if not name.startswith("_") and name not in names]
     return names

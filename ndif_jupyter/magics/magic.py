@@ -10,6 +10,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
 from ..errors import NDIFError
+from ..tracing.tracer import Tracer
 from .arguments import CELL_COMMANDS, CellOptions, ndif_arguments, parse_line
 from .cell import compile_body, run_body
 from .models import ModelChoice
@@ -59,6 +60,12 @@ class NDIFMagics(Magics):
         self._cell(options, cell)
         return None
 
+    def _namespace(self) -> dict[str, Any]:
+        """The user namespace of the shell these magics were registered with."""
+        if self.shell is None:
+            raise UsageError("The ndif magics are not registered with an IPython shell.")
+        return self.shell.user_ns
+
     # ----- %ndif models / use -----
     def _line(self, options: CellOptions) -> None:
         if options.command in CELL_COMMANDS:
@@ -66,18 +73,19 @@ class NDIFMagics(Magics):
                 f"`%ndif {options.command}` needs a cell: write `%%ndif {options.command}` as the first line of a cell."
             )
         if options.command == "models":
-            print(self.models.listing(self.shell.user_ns))
+            print(self.models.listing(self._namespace()))
             return
         if options.model is None:
             raise UsageError("`%ndif use` needs a MODEL: a Model in the namespace, a repo id or a checkpoint folder.")
-        model = self.models.use(options.model, self.shell.user_ns)
+        model = self.models.use(options.model, self._namespace())
         print(f"Cells without a MODEL now run on {options.model} ({model.name}).")
 
     # ----- %%ndif generate / trace -----
     def _cell(self, options: CellOptions, cell: str) -> None:
         __tracebackhide__ = True
-        model = self.models.resolve(options.model, self.shell.user_ns)
+        model = self.models.resolve(options.model, self._namespace())
         block_options = options.block_options(model)
+        block: Tracer
         try:
             if options.command == "generate":
                 block = model.generate(device_map=options.device_map, **block_options)
@@ -98,7 +106,7 @@ class NDIFMagics(Magics):
             if report_in_cell(self.shell, error, body.filename):
                 return
             raise
-        self.shell.user_ns["_ndif"] = result
+        self._namespace()["_ndif"] = result
         if options.display:
             display(_browser_or_summary(result))
 
@@ -114,8 +122,11 @@ def _browser_or_summary(result: CellResult) -> Any:
     try:
         return result.browse()
     except Exception as error:  # the cell's work is done; only its picture is missing
-        print(f"The activation browser could not be shown ({type(error).__name__}: {error}); the run's summary "
-              "follows. `_ndif` holds the values.", file=sys.stderr)
+        print(
+            f"The activation browser could not be shown ({type(error).__name__}: {error}); the run's summary "
+            "follows. `_ndif` holds the values.",
+            file=sys.stderr,
+        )
         return result
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from ..checkpoints import DEFAULT_MODEL, checkpoint_dir, is_local, list_cached
 from ..client import SERVER_URL_ENV, ServerClient
 from ..errors import NDIFError
+from ..loading.checkpoints import DEFAULT_MODEL, checkpoint_dir, is_local, list_cached
 from ..model import Model
 
 
@@ -133,11 +133,11 @@ def _namespace_hint(name: str, namespace: dict[str, Any]) -> str:
 
 
 def _describe(model: Model) -> str:
-    parameters = sum(p.numel() for p in model._meta_model.parameters())
+    parameters = sum(p.numel() for p in model.loaded.meta_model.parameters())
     layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
-    where = f"loaded ({model._device_map})" if model.local_model is not None else "weights not loaded"
+    where = f"loaded ({model.loaded.device_map})" if model.local_model is not None else "weights not loaded"
     shape = f"{layers} layers, " if layers else ""
-    return f"{model.name}: {type(model._meta_model).__name__}, {shape}{_count(parameters)} parameters, {where}"
+    return f"{model.name}: {type(model.loaded.meta_model).__name__}, {shape}{_count(parameters)} parameters, {where}"
 
 
 def _count(number: int) -> str:

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ..structures import labelled_leaves
+from ..ir.nested import labelled_leaves
+from ..tracing.record import RunRecord
 from ..widgets.catalog import Catalog
 
 
@@ -32,23 +33,21 @@ class CellResult:
     catalog: Catalog | None = None
 
     @classmethod
-    def from_block(cls, block: Any, model_name: str, tokenizer: Any, saved: dict[str, Any], seconds: float) -> "CellResult":
+    def from_record(cls, record: RunRecord, tokenizer: Any, saved: dict[str, Any], seconds: float) -> CellResult:
         """The result of a block that has run: each invoke's rows decoded without the batch's padding."""
         prompts, generated = [], []
-        output_ids = block.output if block.kind == "generate" else None
-        for invoker in block.invokes:
-            own_ids = invoker.output if output_ids is not None else None
-            for index, row in enumerate(invoker.rows):
+        output_ids = record.output_ids if record.kind == "generate" else None
+        for invoke in record.invokes:
+            for index, row in enumerate(invoke.rows):
                 prompts.append(tokenizer.decode(row, skip_special_tokens=True))
-                new = own_ids[index, invoker.length:].tolist() if own_ids is not None else []
+                new = invoke.generated[index] if output_ids is not None else []
                 generated.append(tokenizer.decode(new, skip_special_tokens=True))
-        prompt_width = max(invoker.length for invoker in block.invokes)
-        new_tokens = output_ids.shape[1] - prompt_width if output_ids is not None else 0
-        return cls(block.kind, model_name, prompts, generated, output_ids, saved, new_tokens, seconds)
+        new_tokens = output_ids.shape[1] - record.prompt_length if output_ids is not None else 0
+        return cls(record.kind, record.model_name, prompts, generated, output_ids, saved, new_tokens, seconds)
 
     def browse(self, view: str | None = None) -> Any:
         """The activation browser of this run's saved values (`view`: the view shown first)."""
-        from ..widgets import browse
+        from ..widgets import browse  # the widget libraries load with the first browser, not with the magics
 
         return browse(self, view=view)
 

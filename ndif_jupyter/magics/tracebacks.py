@@ -1,4 +1,4 @@
-"""A failed `%%ndif` cell reads like a failed plain cell: the traceback starts at the cell's line, without our frames."""
+"""A failed `%%ndif` cell reads like a failed plain cell: its traceback starts at the cell's line, no frames of ours."""
 
 from __future__ import annotations
 
@@ -73,8 +73,10 @@ def _frame_at(filename: str, lineno: int) -> TracebackType:
     try:
         exec(code, {"__ndif_marker__": _Marker(), "__name__": "__ndif_cell__"})
     except _Marker as marker:
-        made = marker.__traceback__.tb_next
-    return made
+        made = marker.__traceback__.tb_next if marker.__traceback__ is not None else None
+        if made is not None:
+            return made
+    raise RuntimeError(f"no traceback entry could be made for {filename}, line {lineno}")
 
 
 class _Marker(Exception):

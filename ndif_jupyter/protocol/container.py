@@ -20,8 +20,16 @@ from ..errors import ProtocolError
 METADATA_KEY = "ndif"
 CONTENT_TYPE = "application/vnd.ndif+safetensors"
 DTYPE_CODES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.int64: "I64",
-    torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL",
+    torch.float64: "F64",
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.int16: "I16",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.bool: "BOOL",
 }
 _CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
@@ -82,8 +90,11 @@ def _layout(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> tuple
     for name in order:
         tensor = prepared[name]
         size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": DTYPE_CODES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + size]}
+        header[name] = {
+            "dtype": DTYPE_CODES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
@@ -97,7 +108,7 @@ def _prepared(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _bytes_of(tensor: torch.Tensor) -> memoryview:
-    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # an ndarray is a buffer
 
 
 def _tensor(name: str, entry: Any, buffer: bytearray, start: int) -> torch.Tensor:

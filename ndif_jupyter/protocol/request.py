@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Source
-from ..tracing.graph import Graph, Invoke, Node
+from ..ir.graph import Graph, Invoke, Node
+from ..ir.source import Source
 from .container import pack, unpack
 from .schema import FORMAT_VERSION, check_document
 from .values import TensorTable, decode_value, encode_value
@@ -39,14 +39,16 @@ def decode_request(data: bytes) -> tuple[str, Graph]:
     for index, entry in enumerate(document["nodes"]):
         where = f"nodes[{index}]"
         source = entry.get("source")
-        nodes.append(Node(
-            index,
-            entry["op"],
-            tuple(decode_value(entry["args"], tensors, f"{where}.args")),
-            decode_value({"dict": entry["kwargs"]}, tensors, f"{where}.kwargs"),
-            Source(source["file"], source["line"], source.get("text", "")) if source else None,
-            entry["saved"],
-        ))
+        nodes.append(
+            Node(
+                index,
+                entry["op"],
+                tuple(decode_value(entry["args"], tensors, f"{where}.args")),
+                decode_value({"dict": entry["kwargs"]}, tensors, f"{where}.kwargs"),
+                Source(source["file"], source["line"], source.get("text", "")) if source else None,
+                entry["saved"],
+            )
+        )
     graph = Graph(
         document["kind"],
         nodes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ProtocolError
-from ..execution.executor import ExecutionResult
+from ..ir.result import ExecutionResult
 from .container import pack, pack_to_file, unpack
 from .schema import FORMAT_VERSION, check_document
 from .values import TensorTable, decode_value, encode_value
@@ -47,11 +47,12 @@ def check_result_size(result: ExecutionResult, limit: int) -> None:
     declared before it)."""
     size = result_bytes(result)
     if size > limit:
-        raise ProtocolError(f"the result is {size / 1e6:.1f} MB, over this server's limit of {limit / 1e6:.1f} MB; "
-                            "save less")
+        raise ProtocolError(
+            f"the result is {size / 1e6:.1f} MB, over this server's limit of {limit / 1e6:.1f} MB; save less"
+        )
 
 
-def decode_result(data: bytes) -> ExecutionResult:
+def decode_result(data: bytes | bytearray | memoryview) -> ExecutionResult:
     """The ExecutionResult a result message carries."""
     document, tensors = unpack(data)
     check_document(document, "result")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ def schema(kind: str) -> dict[str, Any]:
     return json.loads((SCHEMA_DIR / f"{kind}.schema.json").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(kind: str):
     from jsonschema import Draft202012Validator
 
@@ -29,9 +29,7 @@ def check_document(document: dict[str, Any], kind: str) -> None:
     """Raise ProtocolError naming the first place where `document` does not follow its schema."""
     version = document.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version != FORMAT_VERSION:
-        raise ProtocolError(
-            f"format version {version} is not supported: this side speaks version {FORMAT_VERSION}"
-        )
+        raise ProtocolError(f"format version {version} is not supported: this side speaks version {FORMAT_VERSION}")
     from jsonschema.exceptions import best_match
 
     error = best_match(_validator(kind).iter_errors(document))

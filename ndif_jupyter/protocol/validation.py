@@ -4,21 +4,42 @@ paths that exist, references, token ids, and its limits."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
 
 from ..errors import ProtocolError
+from ..ir.graph import Graph, Node, iter_refs
 from ..operations import MODULE_EVENTS, OPERATIONS
-from ..tracing.graph import Graph, Node, iter_refs
 
 TRACE_OPTIONS = frozenset({"output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"})
-GENERATE_OPTIONS = TRACE_OPTIONS | frozenset({
-    "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p",
-    "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "no_repeat_ngram_size", "length_penalty",
-    "eos_token_id", "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "renormalize_logits",
-    "remove_invalid_values", "forced_bos_token_id", "forced_eos_token_id", "num_beams", "num_return_sequences",
-})
+GENERATE_OPTIONS = TRACE_OPTIONS | frozenset(
+    {
+        "max_new_tokens",
+        "min_new_tokens",
+        "do_sample",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical_p",
+        "epsilon_cutoff",
+        "eta_cutoff",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "length_penalty",
+        "eos_token_id",
+        "bad_words_ids",
+        "suppress_tokens",
+        "begin_suppress_tokens",
+        "renormalize_logits",
+        "remove_invalid_values",
+        "forced_bos_token_id",
+        "forced_eos_token_id",
+        "num_beams",
+        "num_return_sequences",
+    }
+)
 _MODULE_VALUE_EVENTS = MODULE_EVENTS - {"module.call"}
 
 
@@ -36,11 +57,13 @@ class Limits:
 def validate_graph(graph: Graph, meta_model: torch.nn.Module, limits: Limits) -> None:
     """Raise ProtocolError naming the first thing in `graph` that the server will not run on `meta_model`."""
     _check_size(graph, limits)
-    _check_inputs(graph, meta_model.get_input_embeddings().num_embeddings, limits)
+    _check_inputs(graph, cast(Any, meta_model).get_input_embeddings().num_embeddings, limits)
     steps = _check_options(graph, limits)
     for node in graph.nodes:
         _check_node(node, graph, meta_model, steps)
-    output_bytes = graph.batch_size * (max(i.length for i in graph.invokes) + steps) * 8 if graph.kind == "generate" else 0
+    output_bytes = (
+        graph.batch_size * (max(i.length for i in graph.invokes) + steps) * 8 if graph.kind == "generate" else 0
+    )
     if graph.saved_bytes + output_bytes > limits.max_result_bytes:
         raise ProtocolError(
             f"the saved values would be {_megabytes(graph.saved_bytes + output_bytes)}, over this server's limit of "
@@ -131,7 +154,7 @@ def _where(node: Node) -> str:
     return text + ")"
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

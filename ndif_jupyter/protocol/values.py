@@ -15,11 +15,18 @@ from typing import Any
 import torch
 
 from ..errors import ProtocolError
-from ..tracing.graph import Ref
+from ..ir.graph import Ref
 
 DTYPES = {
-    "bool": torch.bool, "uint8": torch.uint8, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
-    "int64": torch.int64, "float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+    "bool": torch.bool,
+    "uint8": torch.uint8,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
     "float64": torch.float64,
 }
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
@@ -88,7 +95,7 @@ def decode_value(data: Any, tensors: dict[str, torch.Tensor], where: str = "valu
         return [decode_value(item, tensors, f"{where}[{i}]") for i, item in enumerate(data)]
     if not isinstance(data, dict) or len(data) != 1:
         raise ProtocolError(f"{where}: an object value must have exactly one key saying what it is")
-    (tag, content), = data.items()
+    ((tag, content),) = data.items()
     if tag == "tuple" and isinstance(content, list):
         return tuple(decode_value(item, tensors, f"{where}[{i}]") for i, item in enumerate(content))
     if tag == "dict" and isinstance(content, dict):

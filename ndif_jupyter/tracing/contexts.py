@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TraceError
+from .invoker import Invoker
 from .shapes import FORWARD_OPTIONS_FOR_GENERATE
 from .source import user_source
-from .tracer import Invoker, Tracer
+from .tracer import GraphRunner, Tracer
 
 if TYPE_CHECKING:
-    from ..model import Model
+    from .traced_model import TracedModel
 
 
 class GenerateContext(Tracer):
@@ -22,10 +23,10 @@ class GenerateContext(Tracer):
 
     kind = "generate"
 
-    def __init__(self, model: "Model", device_map: Any, options: dict[str, Any]):
+    def __init__(self, traced: TracedModel, model: Any, runner: GraphRunner, device_map: Any, options: dict[str, Any]):
         options = dict(options)
         if options.get("max_new_tokens") is None:
-            options["max_new_tokens"] = model._default_max_new_tokens()
+            options["max_new_tokens"] = traced.loaded.default_max_new_tokens()
         for key in ("num_beams", "num_return_sequences"):
             if options.get(key) not in (None, 1):
                 raise TraceError(
@@ -34,11 +35,11 @@ class GenerateContext(Tracer):
                     user_source(),
                     f"Leave {key} at 1; to get several samples of a prompt, give it several times.",
                 )
-        super().__init__(model, device_map, options)
+        super().__init__(traced, model, runner, device_map, options)
 
-    def _forward_options(self) -> dict[str, Any]:
+    def forward_options(self) -> dict[str, Any]:
         options = {key: self.options[key] for key in FORWARD_OPTIONS_FOR_GENERATE if key in self.options}
-        if "logits_to_keep" not in options and self.model._shape_oracle.takes("logits_to_keep"):
+        if "logits_to_keep" not in options and self.traced.shapes.takes("logits_to_keep"):
             options["logits_to_keep"] = 1  # as Hugging Face's generate does: the head runs on the last position only
         return options
 
@@ -52,12 +53,20 @@ class TraceContext(Tracer):
 
     kind = "trace"
 
-    def __init__(self, model: "Model", prompt: Any, device_map: Any, options: dict[str, Any]):
-        super().__init__(model, device_map, options)
+    def __init__(
+        self,
+        traced: TracedModel,
+        model: Any,
+        runner: GraphRunner,
+        prompt: Any,
+        device_map: Any,
+        options: dict[str, Any],
+    ):
+        super().__init__(traced, model, runner, device_map, options)
         self._prompt = prompt
         self._implicit: Invoker | None = None
 
-    def __enter__(self) -> "TraceContext":
+    def __enter__(self) -> TraceContext:
         __tracebackhide__ = True
         super().__enter__()
         if self._prompt is not None:
@@ -65,7 +74,7 @@ class TraceContext(Tracer):
                 self._implicit = self.invoke(self._prompt)
                 self._implicit.__enter__()
             except BaseException:
-                self.model._end(self)
+                self.traced.end(self)
                 raise
         return self
 
@@ -81,4 +90,11 @@ class TraceContext(Tracer):
 
     def next(self, count: int = 1) -> None:
         __tracebackhide__ = True
-        self._advance(self._implicit or self.current, count)
+        invoker = self._implicit or self.current
+        if invoker is None:
+            raise TraceError(
+                "`next()` moves to the next generated token; a trace runs one forward pass and has none.",
+                user_source(),
+                "Use `model.generate(max_new_tokens=N)` to intervene on generated tokens.",
+            )
+        self.advance(invoker, count)

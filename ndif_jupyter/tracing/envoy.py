@@ -12,9 +12,9 @@ from ..errors import TraceError
 from .source import user_source
 
 if TYPE_CHECKING:
-    from ..model import Model
+    from .traced_model import TracedModel
 
-_OWN = ("_model", "_path", "_module", "_children")
+_OWN = ("_traced", "_path", "_module", "_children")
 _EVENTS = ("output", "input", "inputs")
 
 
@@ -23,8 +23,8 @@ class Envoy:
 
     __slots__ = _OWN
 
-    def __init__(self, model: "Model", path: str, module: torch.nn.Module):
-        object.__setattr__(self, "_model", model)
+    def __init__(self, traced: TracedModel, path: str, module: torch.nn.Module):
+        object.__setattr__(self, "_traced", traced)
         object.__setattr__(self, "_path", path)
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_children", {})
@@ -71,9 +71,9 @@ class Envoy:
     def _open_tracer(self, what: str):
         """The model's open block; outside one, the error names `what` was used (`model.x.output`)."""
         __tracebackhide__ = True
-        tracer = self._model._tracer
+        tracer = self._traced.open_block
         if tracer is None:
-            return self._model._tracer_for(f"{self._display()}{what}")
+            return self._traced.require_open(f"{self._display()}{what}")
         return tracer
 
     # ----- walking the tree -----
@@ -105,17 +105,18 @@ class Envoy:
             f"`{self._display()}.{name} = ...` cannot be recorded: only `.output`, `.input` and `.inputs` can be set."
         )
 
-    def _child(self, name: str) -> "Envoy | None":
+    def _child(self, name: str) -> Envoy | None:
         """The Envoy of a child module, made once per name (None when there is no such child)."""
         child = self._children.get(name)
         if child is None:
             module = self._module._modules.get(name)
             if module is None:
                 return None
-            child = self._children[name] = Envoy(self._model, _join(self._path, name), module)
+            child = self._children[name] = Envoy(self._traced, _join(self._path, name), module)
         return child
 
-    def __getitem__(self, key: int | slice | str) -> "Envoy | list[Envoy]":
+    def __getitem__(self, key: int | slice | str) -> Any:
+        """A child by name (`h["0"]`) or position (`h[-1]`), or a list of children by slice (`h[2:5]`)."""
         __tracebackhide__ = True
         names = list(self._module._modules)
         if isinstance(key, str):
@@ -125,7 +126,9 @@ class Envoy:
         if isinstance(key, slice):
             return [self._child(name) for name in names[key]]
         if not isinstance(self._module, (torch.nn.ModuleList, torch.nn.Sequential)):
-            raise TypeError(f"`{self._display()}` ({type(self._module).__name__}) cannot be indexed; it is not a list of modules.")
+            raise TypeError(
+                f"`{self._display()}` ({type(self._module).__name__}) cannot be indexed; it is not a list of modules."
+            )
         if not -len(names) <= key < len(names):
             raise IndexError(f"`{self._display()}` has {len(names)} modules; index {key} is out of range.")
         return self._child(names[key])

@@ -2,32 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import TraceError, ValueNotReadyError
+from ..ir.nested import any_leaf, describe, iter_leaves, map_leaves
 from ..operations import TENSOR_METHODS, TENSOR_PROPERTIES, operation_for_torch_function
-from ..structures import describe
 
 if TYPE_CHECKING:
-    from .tracer import Tracer
+    from .recording import Recording
 
 _UNSET = object()
 
 
 class Proxy:
-    """A recorded value. Knows its `.shape` and `.dtype` while tracing; `.save()` keeps it; `.value` reads it after the run."""
+    """A recorded value: `.shape` and `.dtype` are known while tracing; `.save()` keeps it for `.value` after a run."""
 
-    __slots__ = ("_tracer", "_node_id", "_meta", "_ready_at", "_invoke", "_value", "__weakref__")
+    __slots__ = ("__weakref__", "_value", "invoker", "meta", "node_id", "ready_at", "tracer")
 
-    def __init__(self, tracer: "Tracer", node_id: int, meta: Any, ready_at: tuple[int, int], invoke: Any):
-        self._tracer = tracer
-        self._node_id = node_id
-        self._meta = meta
-        self._ready_at = ready_at
-        self._invoke = invoke
+    def __init__(self, tracer: Recording, node_id: int, meta: Any, ready_at: tuple[int, int], invoker: Any):
+        self.tracer = tracer
+        """The block that recorded this value."""
+        self.node_id = node_id
+        """The id of the graph node that computes it."""
+        self.meta = meta
+        """What it will be, as meta tensors (or a structure of them): its shapes and dtypes."""
+        self.ready_at = ready_at
+        """(step, event): the module event after which the model has computed it; (-1, -1) for constants."""
+        self.invoker = invoker
+        """The invoke its rows belong to, or None."""
         self._value = _UNSET
+
+    def set_value(self, value: Any) -> None:
+        """Give the proxy the value its block's run computed (done by the block when it has run)."""
+        self._value = value
+
+    @property
+    def has_value(self) -> bool:
+        """Whether the block has run and this value was saved."""
+        return self._value is not _UNSET
 
     # ----- what is known while tracing -----
     @property
@@ -53,25 +68,25 @@ class Proxy:
         return self._tensor_meta("numel()").numel()
 
     def __len__(self) -> int:
-        if isinstance(self._meta, torch.Tensor):
-            return self._meta.shape[0]
-        return len(self._meta)
+        if isinstance(self.meta, torch.Tensor):
+            return self.meta.shape[0]
+        return len(self.meta)
 
     def _tensor_meta(self, what: str) -> torch.Tensor:
         __tracebackhide__ = True
-        if not isinstance(self._meta, torch.Tensor):
+        if not isinstance(self.meta, torch.Tensor):
             raise TraceError(
-                f"`.{what}` needs a tensor, but this value is {type(self._meta).__name__}.",
-                self._tracer.node_source(self._node_id),
+                f"`.{what}` needs a tensor, but this value is {type(self.meta).__name__}.",
+                self.tracer.node_source(self.node_id),
                 "Index into it first, for example `.output[0]`.",
             )
-        return self._meta
+        return self.meta
 
     # ----- saving and reading -----
-    def save(self) -> "Proxy":
+    def save(self) -> Proxy:
         """Keep this value after the run; read it with `.value`."""
         __tracebackhide__ = True
-        self._tracer.mark_saved(self)
+        self.tracer.mark_saved(self)
         return self
 
     @property
@@ -79,14 +94,14 @@ class Proxy:
         """The saved value, a CPU tensor (or a structure of them), once the block has run."""
         __tracebackhide__ = True
         if self._value is _UNSET:
-            raise ValueNotReadyError(self._tracer.value_not_ready_message(self._node_id))
+            raise ValueNotReadyError(self.tracer.value_not_ready_message(self.node_id))
         return self._value
 
     # ----- token indexing -----
-    def token(self, index: int) -> "Proxy":
+    def token(self, index: int) -> Proxy:
         """Token `index` of this invoke's own prompt (padding does not move it); negative counts from the end."""
         __tracebackhide__ = True
-        return self._tracer.token(self, index)
+        return self.tracer.token(self, index)
 
     t = token
 
@@ -96,18 +111,18 @@ class Proxy:
         if name.startswith("__"):
             raise AttributeError(name)
         if name in TENSOR_PROPERTIES:
-            return self._tracer.record(f"tensor.{name}", (self,), {})
+            return self.tracer.record(f"tensor.{name}", (self,), {})
         if name in TENSOR_METHODS:
             return _BoundMethod(self, name)
-        raise AttributeError(self._tracer.unsupported_attribute_message(self, name))
+        raise AttributeError(self.tracer.unsupported_attribute_message(self, name))
 
-    def __getitem__(self, key: Any) -> "Proxy":
+    def __getitem__(self, key: Any) -> Proxy:
         __tracebackhide__ = True
-        return self._tracer.record("getitem", (self, key), {})
+        return self.tracer.record("getitem", (self, key), {})
 
     def __setitem__(self, key: Any, value: Any) -> None:
         __tracebackhide__ = True
-        self._tracer.record("setitem", (self, key, value), {})
+        self.tracer.record("setitem", (self, key, value), {})
 
     def __iter__(self):
         __tracebackhide__ = True
@@ -119,7 +134,7 @@ class Proxy:
         raise TraceError(
             "A traced value has no truth value while the block is being recorded: `if`, `and`, `or` and `while` "
             "on it cannot be recorded.",
-            self._tracer.node_source(self._node_id),
+            self.tracer.node_source(self.node_id),
             "Use tensor operations instead, for example `torch.where(condition, a, b)`.",
         )
 
@@ -127,7 +142,7 @@ class Proxy:
         __tracebackhide__ = True
         raise TraceError(
             "A traced value cannot be used as a Python integer while the block is being recorded.",
-            self._tracer.node_source(self._node_id),
+            self.tracer.node_source(self.node_id),
         )
 
     __hash__ = object.__hash__
@@ -135,12 +150,12 @@ class Proxy:
     def __repr__(self) -> str:
         if self._value is not _UNSET:
             return f"<Proxy saved: {describe(self._value)}>"
-        return f"<Proxy {self._tracer.node_op(self._node_id)}: {describe(self._meta)}>"
+        return f"<Proxy {self.tracer.node_op(self.node_id)}: {describe(self.meta)}>"
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         __tracebackhide__ = True
-        tracer = next(a._tracer for a in _proxies_in((args, kwargs)))
+        tracer = next(a.tracer for a in proxies_in((args, kwargs)))
         found = operation_for_torch_function(func)
         if found is None:
             name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
@@ -159,7 +174,7 @@ def _binary(op: str, reverse: bool = False):
     def method(self, other):
         __tracebackhide__ = True
         operands = (other, self) if reverse else (self, other)
-        return self._tracer.record(op, operands, {})
+        return self.tracer.record(op, operands, {})
 
     method.__name__ = f"__{'r' if reverse else ''}{op}__"
     return method
@@ -168,7 +183,7 @@ def _binary(op: str, reverse: bool = False):
 def _unary(op: str):
     def method(self):
         __tracebackhide__ = True
-        return self._tracer.record(op, (self,), {})
+        return self.tracer.record(op, (self,), {})
 
     method.__name__ = f"__{op}__"
     return method
@@ -186,7 +201,7 @@ for _op in ("neg", "pos", "abs", "invert"):
 class _BoundMethod:
     """`proxy.mean` before it is called: calling it records `tensor.mean`."""
 
-    __slots__ = ("_proxy", "_name")
+    __slots__ = ("_name", "_proxy")
 
     def __init__(self, proxy: Proxy, name: str):
         self._proxy = proxy
@@ -194,33 +209,25 @@ class _BoundMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Proxy:
         __tracebackhide__ = True
-        return self._proxy._tracer.record(f"tensor.{self._name}", (self._proxy, *args), kwargs)
+        return self._proxy.tracer.record(f"tensor.{self._name}", (self._proxy, *args), kwargs)
 
 
-def resolve_saved(value: Any, tracer: "Tracer") -> Any:
-    """`value` with each saved proxy of `tracer` replaced by its value, looking inside lists, tuples and dicts.
+def resolve_saved(value: Any, tracer: Recording) -> Any:
+    """`value` with each saved proxy of `tracer` replaced by its value, looking inside nested containers.
 
     Returns `value` itself when it holds no such proxy.
     """
-    if isinstance(value, Proxy):
-        return value._value if value._tracer is tracer and value._value is not _UNSET else value
-    if type(value) in (list, tuple):
-        items = [resolve_saved(item, tracer) for item in value]
-        changed = any(new is not old for new, old in zip(items, value))
-        return type(value)(items) if changed else value
-    if type(value) is dict:
-        items = {key: resolve_saved(item, tracer) for key, item in value.items()}
-        changed = any(items[key] is not value[key] for key in value)
-        return items if changed else value
-    return value
+
+    def saved_of(leaf: Any) -> bool:
+        return isinstance(leaf, Proxy) and leaf.tracer is tracer and leaf.has_value
+
+    if not any_leaf(saved_of, value):
+        return value
+    return map_leaves(lambda leaf: leaf.value if saved_of(leaf) else leaf, value)
 
 
-def _proxies_in(value: Any):
-    if isinstance(value, Proxy):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _proxies_in(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _proxies_in(item)
+def proxies_in(value: Any) -> Iterator[Proxy]:
+    """Every proxy inside a nested value."""
+    for leaf in iter_leaves(value):
+        if isinstance(leaf, Proxy):
+            yield leaf

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from ..structures import leaves, map_leaves
+from ..ir.nested import leaves, map_leaves
 
 CACHED_SHAPES = 64
 SAMPLES_FOR_A_FIT = 3
@@ -63,7 +63,7 @@ def to_meta(value: Any) -> Any:
 
 
 class ShapeOracle:
-    """Answers "what does module M see at step s for an invoke of n rows of length L", running fake forwards as needed."""
+    """Answers "what does module M see at step s for an invoke of n rows of length L", running fake forwards."""
 
     def __init__(self, meta_model: torch.nn.Module):
         self._model = meta_model
@@ -109,8 +109,8 @@ class ShapeOracle:
             return None
         modules: dict[str, ModuleRecord] = {}
         for path, record in samples[0][1].modules.items():
-            found = [(n, sample.modules.get(path)) for n, sample in samples]
-            if any(r is None for _, r in found):
+            found = [(n, r) for n, sample in samples if (r := sample.modules.get(path)) is not None]
+            if len(found) != len(samples):
                 return None
             fitted = _fit_leaves([(n, (r.args, r.kwargs, r.output)) for n, r in found], length)
             if fitted is None:
@@ -164,15 +164,19 @@ class ShapeOracle:
                         kwargs[self._cache_kwarg] = chain.cache
                 self.forward_passes += 1
                 output = self._model(**kwargs)
-                chain.cache = (getattr(output, "cache", None) or getattr(output, "past_key_values", None)) if use_cache else None
+                chain.cache = (
+                    (getattr(output, "cache", None) or getattr(output, "past_key_values", None)) if use_cache else None
+                )
         finally:
             for handle in handles:
                 handle.remove()
         chain.records.append(
-            StepRecord({
-                path: ModuleRecord(r.pre_event, r.post_event, to_meta(r.args), to_meta(r.kwargs), to_meta(r.output))
-                for path, r in records.items()
-            })
+            StepRecord(
+                {
+                    path: ModuleRecord(r.pre_event, r.post_event, to_meta(r.args), to_meta(r.kwargs), to_meta(r.output))
+                    for path, r in records.items()
+                }
+            )
         )
 
     def call(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -189,7 +193,7 @@ def _remember(cache: OrderedDict, key: tuple, value: Any) -> None:
 
 
 def _fit_leaves(samples: list[tuple[int, Any]], length: int) -> Any | None:
-    """The first sample's structure with every tensor shape fitted linearly in the prompt length; None if it does not fit."""
+    """The first sample's structure, every tensor shape fitted linearly in the prompt length; None if that fails."""
     leaf_lists = [leaves(value) for _, value in samples]
     if len({len(found) for found in leaf_lists}) != 1:
         return None

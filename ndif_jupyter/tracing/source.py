@@ -5,6 +5,7 @@ from __future__ import annotations
 import linecache
 import os
 import sys
+from types import FrameType
 
 import torch
 
@@ -17,7 +18,7 @@ _SKIPPED = (_PACKAGE_DIR + os.sep, _TORCH_DIR + os.sep)
 
 def user_source() -> Source | None:
     """The innermost frame outside this package and torch, as a Source."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
         if not filename.startswith(_SKIPPED):

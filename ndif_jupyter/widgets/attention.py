@@ -39,14 +39,14 @@ def find_attention(entries: list[SavedEntry]) -> list[AttentionSource]:
             continue
         if not _rows_sum_to_one(value):
             continue
-        if entry.module is not None:
-            key = (entry.module, entry.event, entry.selection, entry.invoke)
-            label = f"{entry.module}.{entry.event}{entry.selection}"
+        if entry.origin.module is not None:
+            key: tuple = (entry.origin.module, entry.origin.event, entry.origin.selection, entry.origin.invoke)
+            label = f"{entry.origin.module}.{entry.origin.event}{entry.origin.selection}"
         else:
             key = (entry.name,)
             label = entry.name
-        source = sources.setdefault(key, AttentionSource(label, invoke=entry.invoke))
-        source.steps[entry.step or 0] = value
+        source = sources.setdefault(key, AttentionSource(label, invoke=entry.origin.invoke))
+        source.steps[entry.origin.step or 0] = value
     return list(sources.values())
 
 
@@ -61,13 +61,13 @@ def bounded_patterns(weights: torch.Tensor, start: int, limit: int) -> tuple[tor
     if queries == 1:
         key_count = min(keys, limit // heads)
         key_start = min(max(0, start), keys - key_count)
-        return weights[:, :, key_start:key_start + key_count], 0, key_start
+        return weights[:, :, key_start : key_start + key_count], 0, key_start
     count = min(side, keys)
     key_start = min(max(0, start), keys - count)
     offset = keys - queries
     query_start = max(0, key_start - offset)
     query_count = min(count, queries - query_start)
-    window = weights[:, query_start:query_start + query_count, key_start:key_start + count]
+    window = weights[:, query_start : query_start + query_count, key_start : key_start + count]
     return window, query_start, key_start
 
 

@@ -7,19 +7,15 @@ from typing import Any
 import torch
 
 from ..errors import NDIFError
-from .catalog import (
-    Catalog,
-    InvokeTokens,
-    entries_from_block,
-    entries_from_values,
-    invokes_from_block,
-)
+from ..tracing.tracer import BlockState, Tracer
+from .catalog import Catalog, InvokeTokens, entries_from_saved, entries_from_values
 from .views import Bounds
 from .widget import ActivationBrowser
 
 
-def browse(values: Any, *, model: Any = None, prompt: Any = None, view: str | None = None,
-           bounds: Bounds | None = None) -> ActivationBrowser:
+def browse(
+    values: Any, *, model: Any = None, prompt: Any = None, view: str | None = None, bounds: Bounds | None = None
+) -> ActivationBrowser:
     """The activation browser for `values`.
 
     `values` is `_ndif` (a `%%ndif` cell's result), a `with model.trace/generate(...)` block after it ran, or plain
@@ -27,10 +23,7 @@ def browse(values: Any, *, model: Any = None, prompt: Any = None, view: str | No
     plain tensors, `model` gives the tokenizer and the logit lens, and `prompt` (text or token ids) the axis labels.
     `view` is the view shown first: "overview", "heatmap", "lens", "attention" or "strip".
     """
-    from ..magics.result import CellResult
-    from ..tracing.tracer import Tracer
-
-    if isinstance(values, CellResult):
+    if hasattr(values, "catalog"):  # `_ndif`, or anything else that carries the catalog of its run
         catalog = values.catalog
         if catalog is None:
             raise NDIFError("This result has nothing to browse: its cell saved no values.")
@@ -39,31 +32,25 @@ def browse(values: Any, *, model: Any = None, prompt: Any = None, view: str | No
     else:
         catalog = _catalog_of_values(values, model, prompt)
     if not catalog.entries:
-        raise NDIFError("There is nothing to browse: no saved tensors were found. Call `.save()` on values in the block.")
+        raise NDIFError(
+            "There is nothing to browse: no saved tensors were found. Call `.save()` on values in the block."
+        )
     return ActivationBrowser(catalog, view=view, bounds=bounds)
 
 
-def _catalog_of_block(block: Any) -> Catalog:
-    if block.state != "done":
+def _catalog_of_block(block: Tracer) -> Catalog:
+    record = block.run_record
+    if block.state is not BlockState.DONE or record is None:
         raise NDIFError(
-            f"This block has not run ({block.state}); browse it after its `with` statement ends without an error."
+            f"This block has not run ({block.state.value}); browse it after its `with` statement ends without an error."
         )
-    named = {_proxy_label(block, proxy): proxy for proxy in block._saved}
     return Catalog(
-        entries_from_block(block, named), invokes_from_block(block), block.model, block.device_map,
-        f"{block.model.name}: {block.kind}",
+        entries_from_saved(record),
+        record.invokes,
+        record.model,
+        record.device_map,
+        f"{record.model_name}: {record.kind}",
     )
-
-
-def _proxy_label(block: Any, proxy: Any) -> str:
-    from ..tracing.envoy import display_path
-
-    node = block.nodes[proxy._node_id]
-    if node.op.startswith("module.") and node.args:
-        path, _, step = node.args[:3]
-        return f"{display_path(path)}.{node.op.split('.', 1)[1]} step {step}"
-    line = f"line {node.source.lineno} " if node.source is not None else ""
-    return f"{line}value {node.id}"
 
 
 def _catalog_of_values(values: Any, model: Any, prompt: Any) -> Catalog:
@@ -72,9 +59,14 @@ def _catalog_of_values(values: Any, model: Any, prompt: Any) -> Catalog:
     if prompt is not None:
         if model is None and not _is_token_ids(prompt):
             raise NDIFError("A text prompt needs `model=` to be turned into tokens.")
-        rows = model._tokenize(prompt) if model is not None else [list(map(int, prompt))]
+        try:
+            rows = model.loaded.tokenize(prompt) if model is not None else [list(map(int, prompt))]
+        except ValueError as error:
+            raise NDIFError(str(error)) from None
         invokes = [InvokeTokens(rows)]
-    return Catalog(entries, invokes, model, getattr(model, "_device_map", None), getattr(model, "name", ""))
+    return Catalog(
+        entries, invokes, model, model.loaded.device_map if model is not None else None, getattr(model, "name", "")
+    )
 
 
 def _is_token_ids(prompt: Any) -> bool:

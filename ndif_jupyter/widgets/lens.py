@@ -8,12 +8,11 @@ Only the top-k probabilities and token ids come back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from ..errors import NDIFError
-from ..tracing.envoy import Envoy
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -27,13 +26,13 @@ class LensResult:
     ids: torch.Tensor
 
 
-def unembedding_paths(model: "Model") -> tuple[str, str]:
+def unembedding_paths(model: Model) -> tuple[str, str]:
     """The module paths of the final norm and the unembedding (`model.norm`, `lm_head` for Llama-like models).
 
     The final norm is the last normalisation module outside the layer list; the unembedding is the model's output
     embeddings. Raises NDIFError for a model that has either missing.
     """
-    meta = model._meta_model
+    meta = cast(Any, model.loaded.meta_model)
     paths = {id(module): path for path, module in meta.named_modules()}
     unembedding = meta.get_output_embeddings()
     if unembedding is None or id(unembedding) not in paths:
@@ -49,17 +48,17 @@ def unembedding_paths(model: "Model") -> tuple[str, str]:
     return norm, paths[id(unembedding)]
 
 
-def logit_lens(model: "Model", hidden: torch.Tensor, k: int = 5, device_map: Any = None) -> LensResult:
+def logit_lens(model: Model, hidden: torch.Tensor, k: int = 5, device_map: Any = None) -> LensResult:
     """Top-k next-token probabilities of `hidden` [layers, tokens, width] read through the final norm and unembedding.
 
     Runs one graph with `device_map` (the device map of the run that saved `hidden`): the states go in as a constant,
     and the model's forward runs on a single token only because a graph needs a prompt.
     """
     norm_path, unembedding_path = unembedding_paths(model)
-    norm = Envoy(model, norm_path, model._meta_module(norm_path))
-    unembedding = Envoy(model, unembedding_path, model._meta_module(unembedding_path))
-    with model.trace([[model._pad_token_id]], device_map=device_map):
-        logits = unembedding(norm(hidden.to(model._dtype)))
+    norm = model.module(norm_path)
+    unembedding = model.module(unembedding_path)
+    with model.trace([[model.loaded.pad_token_id]], device_map=device_map):
+        logits = unembedding(norm(hidden.to(model.loaded.dtype)))
         top = logits.float().softmax(-1).topk(k, dim=-1)
         probs = top[0].save()
         ids = top[1].save()

@@ -22,7 +22,8 @@ class LayerStack:
 
     `steps` maps a generation step to its per-layer tensors, each [rows, tokens, width], in layer order; every step has
     the same layers. When the steps are a generation's prompt pass and one new token per later step, `JOINED` holds
-    them joined: every position of the run in one grid. `invoke` is the invoke they belong to (None when unknown, as for plain tensors).
+    them joined: every position of the run in one grid. `invoke` is the invoke they belong to (None when unknown, as
+    for plain tensors).
     """
 
     label: str
@@ -59,15 +60,16 @@ def find_stacks(entries: list[SavedEntry], minimum_layers: int = 2) -> list[Laye
         value = _as_rows(entry.value)
         if value is None:
             continue
-        if entry.module is not None:
-            if entry.selection not in ("", "[0]"):
+        origin = entry.origin
+        if origin.module is not None:
+            if origin.selection not in ("", "[0]"):
                 continue
-            match = _LAYER_PATH.match(entry.module)
+            match = _LAYER_PATH.match(origin.module)
             if match is None:
                 continue
-            key = ("module", match["prefix"], match["suffix"], entry.event, entry.selection, entry.invoke)
-            labels[key] = f"{match['prefix']}.*{match['suffix']}.{entry.event}{entry.selection}"
-            step = entry.step or 0
+            key: tuple = ("module", match["prefix"], match["suffix"], origin.event, origin.selection, origin.invoke)
+            labels[key] = f"{match['prefix']}.*{match['suffix']}.{origin.event}{origin.selection}"
+            step = origin.step or 0
         else:
             match = _LAYER_NAME.match(entry.name)
             if match is None:

@@ -29,18 +29,21 @@ _MAX_OVERVIEW_ROWS = 40
 _NAN_COLOUR = (0.6, 0.6, 0.6, 1.0)
 
 
-def render_png(browser: "ActivationBrowser") -> bytes:
+def render_png(browser: ActivationBrowser) -> bytes:
     """A PNG of the browser's current view, drawn from the same traits the front end receives."""
     draw = {"heatmap": _heatmap, "lens": _lens, "attention": _attention, "strip": _strip}.get(browser.view, _overview)
     return draw(browser).png()
 
 
-def render_text(browser: "ActivationBrowser") -> str:
+def render_text(browser: ActivationBrowser) -> str:
     """The headline, the prompts and one line per saved value: the widget's text/plain form."""
     lines = [browser.title] if browser.title else []
     for index, text in enumerate(browser.texts):
-        lines.append(f"  [{index}] {text['prompt']!r} -> {text['generated']!r}" if text["generated"]
-                     else f"  [{index}] {text['prompt']!r}")
+        lines.append(
+            f"  [{index}] {text['prompt']!r} -> {text['generated']!r}"
+            if text["generated"]
+            else f"  [{index}] {text['prompt']!r}"
+        )
     for row in browser.overview:
         where = f" at {row['module']}" if row["module"] else ""
         step = f" step {row['step']}" if row["step"] else ""
@@ -73,8 +76,9 @@ class _Picture:
         return buffer.getvalue()
 
 
-def _cells(values: np.ndarray, cmap: str, low: float, high: float, cell_w: int, cell_h: int,
-           flip: bool = True) -> np.ndarray:
+def _cells(
+    values: np.ndarray, cmap: str, low: float, high: float, cell_w: int, cell_h: int, flip: bool = True
+) -> np.ndarray:
     """A [rows, cols] grid as an RGBA raster of cells (first row at the bottom when `flip`)."""
     scale = colormaps[cmap].with_extremes(bad=_NAN_COLOUR)
     rgba = scale(Normalize(low, high if high > low else low + 1e-12)(np.ma.masked_invalid(values)))
@@ -92,9 +96,18 @@ def _colour_bar(picture: _Picture, cmap: str, low: float, high: float, label: st
     picture.text(x + 14, y + height / 2, label, va="center", rotation=90)
 
 
-def _layer_grid(title: str, values: np.ndarray, cmap: str, low: float, high: float, tokens: list[str],
-                layer_labels: list[str], bar_label: str, annotations: list[str] | None = None,
-                probabilities: np.ndarray | None = None) -> _Picture:
+def _layer_grid(
+    title: str,
+    values: np.ndarray,
+    cmap: str,
+    low: float,
+    high: float,
+    tokens: list[str],
+    layer_labels: list[str],
+    bar_label: str,
+    annotations: list[str] | None = None,
+    probabilities: np.ndarray | None = None,
+) -> _Picture:
     """A layer x token grid (last layer on top) with token labels below, layer labels left and a colour bar."""
     rows, cols = values.shape
     cell_w = max(6, min(44 if annotations else 28, 900 // max(1, cols)))
@@ -107,51 +120,82 @@ def _layer_grid(title: str, values: np.ndarray, cmap: str, low: float, high: flo
     picture.image(_cells(values, cmap, low, high, cell_w, cell_h), left, top)
     if cols <= _MAX_LABELS:
         for column, token in enumerate(tokens):
-            picture.text(left + column * cell_w + cell_w / 2, top + rows * cell_h + 4, _shown(token)[:12],
-                         rotation=90, ha="center", va="top")
+            picture.text(
+                left + column * cell_w + cell_w / 2,
+                top + rows * cell_h + 4,
+                _shown(token)[:12],
+                rotation=90,
+                ha="center",
+                va="top",
+            )
     for row in range(0, rows, max(1, rows // 8)):
         picture.text(left - 4, top + (rows - row - 0.5) * cell_h, layer_labels[row], ha="right", va="center")
     if annotations is not None:
         for row in range(rows):
             for column in range(cols):
                 dark = probabilities is not None and probabilities[row, column] > 0.6
-                picture.text(left + (column + 0.5) * cell_w, top + (rows - row - 0.5) * cell_h,
-                             _shown(annotations[row * cols + column])[:6], ha="center", va="center", fontsize=6,
-                             color="white" if dark else "black")
+                picture.text(
+                    left + (column + 0.5) * cell_w,
+                    top + (rows - row - 0.5) * cell_h,
+                    _shown(annotations[row * cols + column])[:6],
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if dark else "black",
+                )
     _colour_bar(picture, cmap, low, high, bar_label, left + cols * cell_w + 14, top, max(60, min(rows * cell_h, 240)))
     return picture
 
 
-def _overview(browser: "ActivationBrowser") -> _Picture:
+def _overview(browser: ActivationBrowser) -> _Picture:
     lines = render_text(browser).splitlines()
-    shown = lines[:_MAX_OVERVIEW_ROWS] + ([f"... {len(lines) - _MAX_OVERVIEW_ROWS} more"]
-                                          if len(lines) > _MAX_OVERVIEW_ROWS else [])
+    shown = lines[:_MAX_OVERVIEW_ROWS] + (
+        [f"... {len(lines) - _MAX_OVERVIEW_ROWS} more"] if len(lines) > _MAX_OVERVIEW_ROWS else []
+    )
     picture = _Picture(max(300, 7 * max(len(line) for line in shown) + 16), 12 * len(shown) + 16)
     picture.text(8, 8, "\n".join(shown), va="top", family="monospace", linespacing=1.25)
     return picture
 
 
-def _heatmap(browser: "ActivationBrowser") -> _Picture:
+def _heatmap(browser: ActivationBrowser) -> _Picture:
     grid = browser.grid
     if not grid.get("rows"):
         return _message(grid.get("label", "Nothing to show."))
     values = as_float_tensor(grid["values"], grid["rows"], grid["cols"]).numpy()
-    return _layer_grid(_stack_title(browser), values, "RdBu_r" if grid["diverging"] else "viridis", grid["min"],
-                       grid["max"], browser.tokens, browser.layer_labels, grid["label"])
+    return _layer_grid(
+        _stack_title(browser),
+        values,
+        "RdBu_r" if grid["diverging"] else "viridis",
+        grid["min"],
+        grid["max"],
+        browser.tokens,
+        browser.layer_labels,
+        grid["label"],
+    )
 
 
-def _lens(browser: "ActivationBrowser") -> _Picture:
+def _lens(browser: ActivationBrowser) -> _Picture:
     lens = browser.lens
     if lens.get("status") != "ready":
         return _message(f"Logit lens: {lens.get('status', 'not computed')}")
     rows, cols = lens["rows"], lens["cols"]
     probabilities = as_float_tensor(lens["top_probs"], rows, cols).numpy()
     annotations = lens["top_tokens"] if rows * cols <= _MAX_ANNOTATED_CELLS else None
-    return _layer_grid("Logit lens: " + _stack_title(browser), probabilities, "Blues", 0.0, 1.0, browser.tokens[:cols],
-                       browser.layer_labels, "probability of the top token", annotations, probabilities)
+    return _layer_grid(
+        "Logit lens: " + _stack_title(browser),
+        probabilities,
+        "Blues",
+        0.0,
+        1.0,
+        browser.tokens[:cols],
+        browser.layer_labels,
+        "probability of the top token",
+        annotations,
+        probabilities,
+    )
 
 
-def _attention(browser: "ActivationBrowser") -> _Picture:
+def _attention(browser: ActivationBrowser) -> _Picture:
     attention = browser.attention
     heads = attention.get("heads", 0)
     if not heads:
@@ -174,7 +218,7 @@ def _attention(browser: "ActivationBrowser") -> _Picture:
     return picture
 
 
-def _strip(browser: "ActivationBrowser") -> _Picture:
+def _strip(browser: ActivationBrowser) -> _Picture:
     strip = browser.strip
     values = strip.get("values") or []
     if not values:
@@ -188,19 +232,28 @@ def _strip(browser: "ActivationBrowser") -> _Picture:
     picture.image(_cells(grid, cmap, strip["min"], strip["max"], cell_w, 30), 20, 24)
     if count <= _MAX_LABELS:
         for column, token in enumerate(browser.tokens):
-            picture.text(20 + (column + 0.5) * cell_w, 39, _shown(token)[: max(1, cell_w // 6)], ha="center",
-                         va="center", fontsize=6)
+            picture.text(
+                20 + (column + 0.5) * cell_w,
+                39,
+                _shown(token)[: max(1, cell_w // 6)],
+                ha="center",
+                va="center",
+                fontsize=6,
+            )
     _colour_bar(picture, cmap, strip["min"], strip["max"], "", 20 + count * cell_w + 14, 24, 30)
     return picture
 
 
-def _stack_title(browser: "ActivationBrowser") -> str:
+def _stack_title(browser: ActivationBrowser) -> str:
     if not browser.stacks:
         return ""
     stack = browser.stacks[max(0, min(browser.stack, len(browser.stacks) - 1))]
     window = browser.window
-    shown = f", tokens {window['start']}-{window['start'] + window['count'] - 1} of {window['total']}" \
-        if window.get("count", 0) < window.get("total", 0) else ""
+    shown = (
+        f", tokens {window['start']}-{window['start'] + window['count'] - 1} of {window['total']}"
+        if window.get("count", 0) < window.get("total", 0)
+        else ""
+    )
     return f"{stack['label']} ({step_text(browser.step)}, row {browser.row}{shown})"
 
 

@@ -1,4 +1,4 @@
-"""Token strings for the browser's axes: each position's own text, padding marked, plain indices when ids are unknown."""
+"""Token strings for the browser's axes: each position's own text, padding marked, indices where ids are unknown."""
 
 from __future__ import annotations
 

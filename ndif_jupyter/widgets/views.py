@@ -42,7 +42,7 @@ class Shown:
     stack: int
     step: int
     row: int
-    window: "Window"
+    window: Window
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Window:
     total: int
 
     @classmethod
-    def clamped(cls, start: int, count: int, total: int) -> "Window":
+    def clamped(cls, start: int, count: int, total: int) -> Window:
         return cls(max(0, min(start, total - count)), count, total)
 
     def as_dict(self) -> dict[str, int]:
@@ -66,7 +66,7 @@ def overview_rows(entries: list[SavedEntry]) -> list[dict[str, Any]]:
     rows = []
     for entry in entries:
         value = entry.value
-        stats = {"mean": None, "std": None, "min": None, "max": None, "norm": None}
+        stats: dict[str, float | None] = {"mean": None, "std": None, "min": None, "max": None, "norm": None}
         if value.numel() and not value.is_complex():
             numbers = value.detach().double()
             stats = {
@@ -77,13 +77,19 @@ def overview_rows(entries: list[SavedEntry]) -> list[dict[str, Any]]:
                 "norm": numbers.norm().item(),
             }
         module = None
-        if entry.module is not None:
-            module = f"{display_path(entry.module)}.{entry.event}{entry.selection}"
-        rows.append({
-            "name": entry.name, "module": module, "step": entry.step, "invoke": entry.invoke,
-            "shape": list(value.shape), "dtype": str(value.dtype).replace("torch.", ""),
-            **{key: _finite(number) for key, number in stats.items()},
-        })
+        if entry.origin.module is not None:
+            module = f"{display_path(entry.origin.module)}.{entry.origin.event}{entry.origin.selection}"
+        rows.append(
+            {
+                "name": entry.name,
+                "module": module,
+                "step": entry.origin.step,
+                "invoke": entry.origin.invoke,
+                "shape": list(value.shape),
+                "dtype": str(value.dtype).replace("torch.", ""),
+                **{key: _finite(number) for key, number in stats.items()},
+            }
+        )
     return rows
 
 
@@ -101,11 +107,16 @@ def stack_tokens(catalog: Catalog, stack: LayerStack, step: int, row: int, windo
 
 def grid_state(stack: LayerStack, step: int, row: int, reduction: Reduction, window: Window) -> dict[str, Any]:
     """The layer x token heatmap: the reduction of every layer at the window's tokens, row-major."""
-    grid = reduce(stack.at(step, row), reduction)[:, window.start:window.start + window.count]
+    grid = reduce(stack.at(step, row), reduction)[:, window.start : window.start + window.count]
     low, high = value_range(grid, reduction.diverging)
     return {
-        "rows": grid.shape[0], "cols": grid.shape[1], "values": plain_values(grid), "min": low, "max": high,
-        "diverging": reduction.diverging, "label": reduction.label(),
+        "rows": grid.shape[0],
+        "cols": grid.shape[1],
+        "values": plain_values(grid),
+        "min": low,
+        "max": high,
+        "diverging": reduction.diverging,
+        "label": reduction.label(),
     }
 
 
@@ -114,10 +125,14 @@ def strip_state(grid: dict[str, Any], layer: int, layer_labels: list[str]) -> di
     cols = grid["cols"]
     layer = max(0, min(layer, grid["rows"] - 1))
     layer_label = layer_labels[layer]
-    values = grid["values"][layer * cols:(layer + 1) * cols]
+    values = grid["values"][layer * cols : (layer + 1) * cols]
     low, high = value_range(as_float_tensor(values, 1, len(values)), grid["diverging"])
     return {
-        "layer": layer, "label": f"layer {layer_label}: {grid['label']}", "values": values, "min": low, "max": high,
+        "layer": layer,
+        "label": f"layer {layer_label}: {grid['label']}",
+        "values": values,
+        "min": low,
+        "max": high,
         "diverging": grid["diverging"],
     }
 
@@ -127,7 +142,9 @@ def lens_state(result: LensResult, tokenizer: Any) -> dict[str, Any]:
     layers, tokens, _ = result.ids.shape
     top_ids = result.ids[..., 0].reshape(-1).tolist()
     return {
-        "status": "ready", "rows": layers, "cols": tokens,
+        "status": "ready",
+        "rows": layers,
+        "cols": tokens,
         "top_tokens": [tokenizer.decode([token]) for token in top_ids],
         "top_probs": [round(value, 6) for value in result.probs[..., 0].reshape(-1).tolist()],
     }
@@ -141,13 +158,15 @@ def lens_cell_state(result: LensResult, tokenizer: Any, layer: int, token: int, 
     ids = result.ids[layer, column].tolist()
     probs = result.probs[layer, column].tolist()
     return {
-        "layer": layer, "token": token,
+        "layer": layer,
+        "token": token,
         "top": [{"token": tokenizer.decode([token_id]), "prob": round(prob, 6)} for token_id, prob in zip(ids, probs)],
     }
 
 
-def attention_state(catalog: Catalog, source: AttentionSource, step: int, row: int, start: int,
-                    bounds: Bounds) -> dict[str, Any]:
+def attention_state(
+    catalog: Catalog, source: AttentionSource, step: int, row: int, start: int, bounds: Bounds
+) -> dict[str, Any]:
     """The head grid: every head's pattern over a window of query and key tokens, within `bounds.attention` values."""
     if step not in source.steps:
         step = min(source.steps)
@@ -159,8 +178,13 @@ def attention_state(catalog: Catalog, source: AttentionSource, step: int, row: i
     query_offset = total_keys - weights.shape[1]
     query_tokens = catalog.position_texts(source.invoke, row, step, total_keys, queries, query_offset + query_start)
     return {
-        "status": "ready", "heads": heads, "q": queries, "k": keys, "step": step,
-        "query_tokens": query_tokens, "key_tokens": key_tokens,
+        "status": "ready",
+        "heads": heads,
+        "q": queries,
+        "k": keys,
+        "step": step,
+        "query_tokens": query_tokens,
+        "key_tokens": key_tokens,
         "patterns": [plain_values(pattern) for pattern in patterns],
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anywidget
 import torch
@@ -36,6 +36,9 @@ from .views import (
 STATIC = pathlib.Path(__file__).parent / "static"
 LENS_TOP_K = 10
 
+if TYPE_CHECKING:
+    from ..model import Model
+
 
 class ActivationBrowser(anywidget.AnyWidget):
     """Saved hidden states as interactive views: overview, layer x token heatmap, logit lens, attention, token strip.
@@ -52,19 +55,19 @@ class ActivationBrowser(anywidget.AnyWidget):
     _css = STATIC / "browser.css"
 
     title = traitlets.Unicode("").tag(sync=True)
-    texts = traitlets.List().tag(sync=True)
-    views = traitlets.List().tag(sync=True)
-    overview = traitlets.List().tag(sync=True)
-    stacks = traitlets.List().tag(sync=True)
+    texts: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    views: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    overview: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    stacks: traitlets.List[Any] = traitlets.List().tag(sync=True)
     reductions = traitlets.List(list(REDUCTIONS)).tag(sync=True)
     window = traitlets.Dict().tag(sync=True)
-    tokens = traitlets.List().tag(sync=True)
-    layer_labels = traitlets.List().tag(sync=True)
+    tokens: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    layer_labels: traitlets.List[Any] = traitlets.List().tag(sync=True)
     grid = traitlets.Dict().tag(sync=True)
     lens = traitlets.Dict().tag(sync=True)
     lens_cell = traitlets.Dict().tag(sync=True)
     strip = traitlets.Dict().tag(sync=True)
-    attention_sources = traitlets.List().tag(sync=True)
+    attention_sources: traitlets.List[Any] = traitlets.List().tag(sync=True)
     attention = traitlets.Dict().tag(sync=True)
 
     # (front end)
@@ -76,7 +79,7 @@ class ActivationBrowser(anywidget.AnyWidget):
     neuron = traitlets.Int(0).tag(sync=True)
     reference = traitlets.Int(0).tag(sync=True)
     token_start = traitlets.Int(0).tag(sync=True)
-    selected = traitlets.List().tag(sync=True)
+    selected: traitlets.List[Any] = traitlets.List().tag(sync=True)
     strip_layer = traitlets.Int(0).tag(sync=True)
     attention_source = traitlets.Int(0).tag(sync=True)
     head = traitlets.Int(0).tag(sync=True)
@@ -96,8 +99,13 @@ class ActivationBrowser(anywidget.AnyWidget):
             self.texts = [{"prompt": prompt, "generated": new} for prompt, new in catalog.texts]
             self.overview = overview_rows(catalog.entries)
             self.stacks = [
-                {"label": stack.label, "layers": len(stack.layer_labels), "steps": _step_order(stack),
-                 "rows": stack.rows, "width": stack.width}
+                {
+                    "label": stack.label,
+                    "layers": len(stack.layer_labels),
+                    "steps": _step_order(stack),
+                    "rows": stack.rows,
+                    "width": stack.width,
+                }
                 for stack in self._stacks
             ]
             self.attention_sources = [{"label": source.label, "heads": source.heads} for source in self._attention]
@@ -202,16 +210,28 @@ class ActivationBrowser(anywidget.AnyWidget):
         if self._lens_key() not in self._lens_cache:
             self.lens = {"status": "computing"}
         result = self.lens_result()
-        tokenizer = self.catalog.model.tokenizer
         if result is None:
             self.lens, self.lens_cell = {"status": self._lens_cache[self._lens_key()]}, {}
             return
+        tokenizer = self._model().tokenizer
         self.lens = lens_state(result, tokenizer)
         if len(self.selected) == 2:
             layer, token = (int(part) for part in self.selected)
-            self.lens_cell = lens_cell_state(result, tokenizer, layer, token, self._shown.window)
+            self.lens_cell = lens_cell_state(result, tokenizer, layer, token, self._shown_now().window)
         else:
             self.lens_cell = {}
+
+    def _shown_now(self) -> Shown:
+        """What the views show now; set by the first refresh, which runs while the browser is built."""
+        if self._shown is None:
+            raise RuntimeError("the browser has not shown a layer stack yet")
+        return self._shown
+
+    def _model(self) -> Model:
+        """The catalog's model; the lens is offered only for catalogs that have one."""
+        if self.catalog.model is None:
+            raise RuntimeError("the logit lens needs the model of the run")
+        return self.catalog.model
 
     def lens_result(self) -> LensResult | None:
         """The lens top-k for the shown stack, step, row and window, computed once; None when it cannot run."""
@@ -220,17 +240,23 @@ class ActivationBrowser(anywidget.AnyWidget):
         key = self._lens_key()
         if key not in self._lens_cache:
             stack, step, row, start, count = key
-            hidden = self._stacks[stack].at(step, row)[:, start:start + count]
+            hidden = self._stacks[stack].at(step, row)[:, start : start + count]
             try:
-                self._lens_cache[key] = logit_lens(self.catalog.model, hidden, LENS_TOP_K, self.catalog.device_map)
+                self._lens_cache[key] = logit_lens(self._model(), hidden, LENS_TOP_K, self.catalog.device_map)
             except Exception as error:  # shown in the lens view instead of breaking the widget
                 self._lens_cache[key] = f"The logit lens could not run: {first_line(error)}"
         result = self._lens_cache[key]
         return result if isinstance(result, LensResult) else None
 
     def _lens_key(self) -> tuple[int, int, int, int, int]:
-        shown = self._shown
-        return (shown.stack, shown.step, shown.row, shown.window.start, min(shown.window.count, self.bounds.lens_tokens))
+        shown = self._shown_now()
+        return (
+            shown.stack,
+            shown.step,
+            shown.row,
+            shown.window.start,
+            min(shown.window.count, self.bounds.lens_tokens),
+        )
 
     def _refresh_attention(self) -> None:
         if not self._attention:
@@ -259,4 +285,4 @@ class ActivationBrowser(anywidget.AnyWidget):
 def _step_order(stack: LayerStack) -> list[int]:
     """The steps in slider order: each step, then all steps joined where there are (`JOINED`, -1)."""
     steps = sorted(step for step in stack.steps if step != JOINED)
-    return steps + [JOINED] if JOINED in stack.steps else steps
+    return [*steps, JOINED] if JOINED in stack.steps else steps

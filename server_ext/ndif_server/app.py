@@ -22,8 +22,8 @@ from traitlets import (
     default,
 )
 
-from ndif_jupyter.checkpoints import DEFAULT_MODEL
 from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
+from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL
 from ndif_jupyter.protocol.validation import Limits
 
 from .backends.base import Backend
@@ -41,19 +41,29 @@ class NDIFServer(ExtensionApp):
     name = "ndif"
     load_other_extensions = True
 
-    backend = Enum(["local", "gateway"], default_value="local", config=True,
-                   help="Where jobs run: 'local' (this server process) or 'gateway' (kernels on a Kernel Gateway).")
+    backend = Enum(
+        ["local", "gateway"],
+        default_value="local",
+        config=True,
+        help="Where jobs run: 'local' (this server process) or 'gateway' (kernels on a Kernel Gateway).",
+    )
     gateway_url = Unicode("", config=True, help="The Jupyter Kernel Gateway of the GPU host (backend 'gateway').")
     gateway_auth_token = Unicode("", config=True, help="The gateway's auth token; it never leaves this server.")
     gateway_kernel_name = Unicode("python3", config=True, help="The kernel spec the gateway starts for a model.")
     gateway_request_timeout = Float(30.0, config=True, help="Seconds to wait for one gateway REST call.")
     gateway_warm_timeout = Float(900.0, config=True, help="Seconds to wait for a gateway kernel to load its model.")
     gateway_job_timeout = Float(3600.0, config=True, help="Seconds to wait for one job on the gateway.")
-    models = List(Unicode(), config=True,
-                  help="The models served: names from the checkpoint cache or hub, or checkpoint folders.")
+    models = List(
+        Unicode(), config=True, help="The models served: names from the checkpoint cache or hub, or checkpoint folders."
+    )
     response_path = Unicode(config=True, help="The folder where job records and results are kept.")
-    device_map = Union([Unicode(), Dict()], default_value=None, allow_none=True, config=True,
-                       help="Where served weights load ('cpu', 'cuda', 'auto', ...); default: the GPU if any.")
+    device_map = Union(
+        [Unicode(), Dict()],
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Where served weights load ('cpu', 'cuda', 'auto', ...); default: the GPU if any.",
+    )
     max_new_tokens = Integer(512, config=True, help="The most tokens one job may generate.")
     max_result_bytes = Integer(2 * 1024**3, config=True, help="The largest result one job may produce.")
     max_nodes = Integer(20_000, config=True, help="The most nodes one graph may have.")
@@ -71,8 +81,9 @@ class NDIFServer(ExtensionApp):
 
     @property
     def limits(self) -> Limits:
-        return Limits(self.max_nodes, self.max_new_tokens, self.max_batch_size, self.max_prompt_tokens,
-                      self.max_result_bytes)
+        return Limits(
+            self.max_nodes, self.max_new_tokens, self.max_batch_size, self.max_prompt_tokens, self.max_result_bytes
+        )
 
     def limits_document(self) -> dict[str, int]:
         return dataclasses.asdict(self.limits)
@@ -83,16 +94,26 @@ class NDIFServer(ExtensionApp):
         self.settings["ndif"] = self
         self._export_location()
         IOLoop.current().add_callback(self._on_loop_start)
-        self.log.info("ndif: serving %s with the %s backend; results in %s", ", ".join(self.models), self.backend,
-                      self.response_path)
+        self.log.info(
+            "ndif: serving %s with the %s backend; results in %s",
+            ", ".join(self.models),
+            self.backend,
+            self.response_path,
+        )
 
     def _make_backend(self) -> Backend:
         if self.backend == "local":
             return LocalBackend(self.models, self.store, self.device_map, self.max_result_bytes, self.log)
         if not self.gateway_url:
             raise TraitError("NDIFServer.backend = 'gateway' needs NDIFServer.gateway_url, the Kernel Gateway's URL")
-        settings = GatewaySettings(self.gateway_url, self.gateway_auth_token, self.gateway_kernel_name,
-                                   self.gateway_request_timeout, self.gateway_warm_timeout, self.gateway_job_timeout)
+        settings = GatewaySettings(
+            self.gateway_url,
+            self.gateway_auth_token,
+            self.gateway_kernel_name,
+            self.gateway_request_timeout,
+            self.gateway_warm_timeout,
+            self.gateway_job_timeout,
+        )
         return GatewayBackend(self.models, self.store, settings, self.device_map, self.limits, self.log)
 
     def _on_loop_start(self) -> None:

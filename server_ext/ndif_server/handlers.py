@@ -27,7 +27,7 @@ class NDIFHandler(APIHandler):
 
     auth_resource = RESOURCE
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare, which narrows JupyterHandler's
         try:
             await super().prepare()
         except web.HTTPError as error:
@@ -39,8 +39,9 @@ class NDIFHandler(APIHandler):
 
     def _unauthenticated(self) -> web.HTTPError:
         self.set_header("WWW-Authenticate", 'token realm="jupyter"')
-        return web.HTTPError(401, "Jupyter authentication is needed: send the server's token "
-                                  "(header `Authorization: token <token>`).")
+        return web.HTTPError(
+            401, "Jupyter authentication is needed: send the server's token (header `Authorization: token <token>`)."
+        )
 
     @property
     def ndif(self) -> Any:
@@ -93,7 +94,7 @@ class JobsHandler(NDIFHandler):
                 400, f"the model {requested!r} is not served here; this server serves: {', '.join(backend.models)}"
             )
         try:
-            meta_model = (await self.in_thread(backend.model, name))._meta_model
+            meta_model = (await self.in_thread(backend.model, name)).meta_model
         except NDIFError as error:
             raise web.HTTPError(500, f"the served model {name!r} cannot be read: {error}") from None
         try:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-FINISHED = frozenset({"done", "error", "cancelled"})
+JobStatus = Literal["queued", "running", "done", "error", "cancelled"]
+FINISHED: frozenset[JobStatus] = frozenset({"done", "error", "cancelled"})
 
 
 @dataclass
@@ -23,7 +26,7 @@ class Job:
     kind: str
     steps: int
     owner: str = ""
-    status: str = "queued"
+    status: JobStatus = "queued"
     phase: str = "queued"
     step: int = 0
     created: float = field(default_factory=time.time)
@@ -56,9 +59,22 @@ class Job:
         }
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> "Job":
-        keys = ("id", "model", "kind", "steps", "owner", "status", "phase", "step", "created", "started", "finished",
-                "result_bytes", "error")
+    def from_document(cls, document: dict[str, Any]) -> Job:
+        keys = (
+            "id",
+            "model",
+            "kind",
+            "steps",
+            "owner",
+            "status",
+            "phase",
+            "step",
+            "created",
+            "started",
+            "finished",
+            "result_bytes",
+            "error",
+        )
         return cls(**{key: document[key] for key in keys if key in document})
 
 
@@ -77,6 +93,7 @@ class JobStore:
         folder.mkdir(parents=True, exist_ok=True)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self._save_locks: dict[str, threading.Lock] = {}
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._load()
@@ -100,19 +117,22 @@ class JobStore:
             return sorted(self._jobs.values(), key=lambda job: job.created)
 
     def update(self, job: Job, **changes: Any) -> None:
-        """Change a job (from any thread), save it, and wake whoever waits on it."""
+        """Change a job (from any thread), save it, and wake whoever waits on it, even when saving fails."""
         with self._lock:
             for key, value in changes.items():
                 setattr(job, key, value)
-        if changes.keys() - {"step"} or job.step in (1, job.steps):
-            self._save(job)
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, job.id)
+        try:
+            if changes.keys() - {"step"} or job.step in (1, job.steps):
+                self._save(job)
+        finally:
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._wake, job.id)
 
     def remove(self, job_id: str) -> None:
         with self._lock:
             self._jobs.pop(job_id, None)
+            self._save_locks.pop(job_id, None)
         for path in (self.record_path(job_id), self.result_path(job_id)):
             path.unlink(missing_ok=True)
 
@@ -152,10 +172,21 @@ class JobStore:
                 future.set_result(None)
 
     def _save(self, job: Job) -> None:
-        path = self.record_path(job.id)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(job.document()))
-        partial.replace(path)
+        """Write the job's record whole: saves of one job run one at a time, each writing the state as it starts."""
+        with self._lock:
+            save_lock = self._save_locks.setdefault(job.id, threading.Lock())
+        with save_lock:
+            with self._lock:
+                document = job.document()
+            path = self.record_path(job.id)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+            try:
+                partial.write_text(json.dumps(document))
+                partial.replace(path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    partial.unlink(missing_ok=True)
+                raise
 
     def _load(self) -> None:
         for path in self.folder.glob("*.json"):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ndif_jupyter import Model
 from ndif_jupyter.execution.executor import execute
+from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.protocol.request import decode_request
 from ndif_jupyter.protocol.result import check_result_size, encode_result
 from ndif_jupyter.protocol.validation import Limits, validate_graph
@@ -19,7 +19,7 @@ from ndif_jupyter.protocol.validation import Limits, validate_graph
 COMM_TARGET = "ndif.worker"
 CHUNK_BYTES = 4 * 1024 * 1024
 
-_worker: "Worker | None" = None
+_worker: Worker | None = None
 
 
 def start(config: dict[str, Any]) -> str:
@@ -29,7 +29,7 @@ def start(config: dict[str, Any]) -> str:
 
     _worker = Worker(config)
     get_ipython().kernel.comm_manager.register_target(COMM_TARGET, _worker.open)
-    return type(_worker.model._meta_model).__name__
+    return type(_worker.model.meta_model).__name__
 
 
 def run(job_id: str) -> None:
@@ -43,8 +43,8 @@ class Worker:
     """One model, loaded once; requests assembled from comm buffers; results sent back in chunks."""
 
     def __init__(self, config: dict[str, Any]):
-        self.model = Model(config["model"])
-        self.model.dispatch(config.get("device_map"))
+        self.model = LoadedModel(config["model"])
+        self.weights = self.model.dispatch(config.get("device_map"))
         self.limits = Limits(**config.get("limits", {}))
         self.comm: Any = None
         self.parts: dict[str, list[bytes]] = {}
@@ -62,9 +62,8 @@ class Worker:
         request = b"".join(self.parts.pop(job_id, []))
         try:
             _, graph = decode_request(request)
-            validate_graph(graph, self.model._meta_model, self.limits)
-            result = execute(graph, self.model.local_model, on_forward=lambda step: self._send({"kind": "step",
-                                                                                              "step": step}))
+            validate_graph(graph, self.model.meta_model, self.limits)
+            result = execute(graph, self.weights, on_forward=lambda step: self._send({"kind": "step", "step": step}))
             check_result_size(result, self.limits.max_result_bytes)
             self._send_result(encode_result(result))
         except KeyboardInterrupt:

@@ -1,5 +1,63 @@
+// @ts-check
 // Front end of the activation-browser anywidget: overview table, layer × token heatmap, logit lens, attention heads and token strip, all drawn from synced traits.
 
+/**
+ * The synced traits of ActivationBrowser (ndif_jupyter/widgets/widget.py): `view` and those after it are the user's
+ * choices, which the front end sets. A dict is empty, or lens and attention hold only a status, when there is nothing
+ * to show.
+ * @typedef {object} BrowserTraits
+ * @property {string} title
+ * @property {Array<{prompt: string, generated: string}>} texts
+ * @property {string[]} views
+ * @property {OverviewRow[]} overview
+ * @property {Array<{label: string, layers: number, steps: number[], rows: number, width: number}>} stacks
+ * @property {string[]} reductions
+ * @property {{start?: number, count?: number, total?: number}} window
+ * @property {string[]} tokens
+ * @property {string[]} layer_labels
+ * @property {GridTrait} grid
+ * @property {{status?: string, rows?: number, cols?: number, top_tokens?: string[], top_probs?: number[]}} lens
+ * @property {{layer?: number, token?: number, top?: Array<{token: string, prob: number}>}} lens_cell
+ * @property {GridTrait & {layer?: number}} strip
+ * @property {Array<{label: string, heads: number}>} attention_sources
+ * @property {AttentionTrait} attention
+ * @property {string} view
+ * @property {number} stack
+ * @property {number} step
+ * @property {number} row
+ * @property {string} reduction
+ * @property {number} neuron
+ * @property {number} reference
+ * @property {number} token_start
+ * @property {number[]} selected
+ * @property {number} strip_layer
+ * @property {number} attention_source
+ * @property {number} head
+ */
+/**
+ * @typedef {{name: string, module: string | null, step: number | null, invoke: number | null, shape: number[],
+ *   dtype: string, mean: number | null, std: number | null, min: number | null, max: number | null,
+ *   norm: number | null}} OverviewRow
+ * @typedef {{rows?: number, cols?: number, values?: Array<number | null>, min?: number, max?: number,
+ *   diverging?: boolean, label?: string}} GridTrait
+ * @typedef {{status?: string, heads?: number, q?: number, k?: number, step?: number, query_tokens?: string[],
+ *   key_tokens?: string[], patterns?: Array<Array<number | null>>}} AttentionTrait
+ */
+/**
+ * The part of anywidget's model that this module uses.
+ * @typedef {object} BrowserModel
+ * @property {<K extends keyof BrowserTraits>(name: K) => BrowserTraits[K] | undefined} get
+ * @property {<K extends keyof BrowserTraits>(name: K, value: BrowserTraits[K]) => void} set
+ * @property {() => void} save_changes
+ * @property {(event: string, callback: () => void) => void} on
+ * @property {(event: string, callback: () => void) => void} off
+ */
+/**
+ * What anywidget passes to render.
+ * @typedef {{model: BrowserModel, el: HTMLElement}} RenderProps
+ */
+
+/** @type {Array<keyof BrowserTraits>} */
 const TRAITS = [
   "title", "texts", "views", "view", "overview", "stacks", "stack", "step", "row",
   "reductions", "reduction", "neuron", "reference", "window", "token_start", "tokens",
@@ -66,7 +124,12 @@ function clamp(value, low, high) {
   return Math.min(high, Math.max(low, value));
 }
 
+/** @param {BrowserModel} model */
 function readState(model) {
+  /**
+   * @template {keyof BrowserTraits} K
+   * @param {K} name
+   */
   const read = (name) => model.get(name);
   return {
     title: asText(read("title")),
@@ -151,6 +214,12 @@ function selectedCell(state) {
 
 /* ---------- writing traits ---------- */
 
+/**
+ * @template {keyof BrowserTraits} K
+ * @param {BrowserModel} model
+ * @param {K} name
+ * @param {BrowserTraits[K]} value
+ */
 function setTrait(model, name, value) {
   model.set(name, value);
   model.save_changes();
@@ -236,10 +305,12 @@ function scaleColor(scale, value) {
   return interpolateStops(scale.stops, fraction);
 }
 
+/** @param {number[]} color */
 function cssColor([red, green, blue], alpha = 1) {
   return alpha === 1 ? `rgb(${red}, ${green}, ${blue})` : `rgba(${red}, ${green}, ${blue}, ${alpha})`;
 }
 
+/** @param {number[]} color */
 function readableTextOn([red, green, blue]) {
   const luminance = (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255;
   return luminance > 0.55 ? "#111" : "#fff";
@@ -1010,7 +1081,7 @@ function renderViewBody(state, view, model) {
     appendAll(body, VIEW_RENDERERS[view](state, model));
   } catch (error) {
     console.error("ndif browser: could not draw the view", error);
-    body.append(note(`Could not draw this view: ${error && error.message}`));
+    body.append(note(`Could not draw this view: ${error && /** @type {Error} */ (error).message}`));
   }
   return body;
 }
@@ -1030,6 +1101,7 @@ function renderInto(root, model) {
   restoreUiState(root, remembered);
 }
 
+/** @param {RenderProps} props */
 function render({ model, el }) {
   const root = element("div", { class: "ndif-browser" });
   el.append(root);

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ndif_jupyter import Model
-from ndif_jupyter.checkpoints import DEFAULT_MODEL_ALIASES
+from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL_ALIASES
+from ndif_jupyter.loading.loaded import LoadedModel
 
 from ..jobs import Job, JobStore
 
@@ -21,7 +21,7 @@ class Backend:
     def __init__(self, models: list[str], store: JobStore):
         self.models = list(models)
         self.store = store
-        self._built: dict[str, Model] = {}
+        self._built: dict[str, LoadedModel] = {}
         self._build_lock = threading.Lock()
 
     def served_name(self, requested: str) -> str | None:
@@ -36,11 +36,11 @@ class Backend:
                 return name
         return None
 
-    def model(self, name: str) -> Model:
-        """The served model `name` as a `Model`: config, tokenizer and meta module tree, built on first use."""
+    def model(self, name: str) -> LoadedModel:
+        """The served model `name` as a `LoadedModel`: config, tokenizer and meta module tree, built on first use."""
         with self._build_lock:
             if name not in self._built:
-                self._built[name] = Model(name)
+                self._built[name] = LoadedModel(name)
             return self._built[name]
 
     def loaded(self, name: str) -> bool:
@@ -52,10 +52,10 @@ class Backend:
         model = self.model(name)
         return {
             "name": name,
-            "class": type(model._meta_model).__name__,
-            "parameters": sum(p.numel() for p in model._meta_model.parameters()),
+            "class": type(model.meta_model).__name__,
+            "parameters": sum(p.numel() for p in model.meta_model.parameters()),
             "loaded": self.loaded(name),
-            "modules": module_tree(model._meta_model),
+            "modules": module_tree(model.meta_model),
         }
 
     def submit(self, job: Job, graph: Any) -> None:

@@ -11,9 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ndif_jupyter.ir.graph import Graph
 from ndif_jupyter.protocol.request import encode_request
 from ndif_jupyter.protocol.validation import Limits
-from ndif_jupyter.tracing.graph import Graph
 
 from ..jobs import Job, JobStore
 from ..worker import CHUNK_BYTES, COMM_TARGET
@@ -34,8 +34,9 @@ class GatewaySettings:
 class GatewayBackend(Backend):
     """Forwards validated jobs to a warmed kernel per model on the gateway, one job at a time per model."""
 
-    def __init__(self, models: list[str], store: JobStore, settings: GatewaySettings, device_map: Any,
-                 limits: Limits, log: Any):
+    def __init__(
+        self, models: list[str], store: JobStore, settings: GatewaySettings, device_map: Any, limits: Limits, log: Any
+    ):
         super().__init__(models, store)
         self.settings = settings
         self.device_map = device_map
@@ -46,10 +47,16 @@ class GatewayBackend(Backend):
         self._queues: dict[str, asyncio.Queue] = {}
         self._consumers: dict[str, asyncio.Task] = {}
         self._running: dict[str, Job] = {}
+        self._interrupts: set[asyncio.Task] = set()
 
     def loaded(self, name: str) -> bool:
         kernel = self._kernels.get(name)
         return kernel is not None and kernel.alive
+
+    def kernel_id(self, name: str) -> str | None:
+        """The gateway's id of the kernel that serves model `name`, once one was started."""
+        kernel = self._kernels.get(name)
+        return kernel.kernel_id if kernel is not None else None
 
     def submit(self, job: Job, graph: Graph) -> None:
         queue = self._queues.setdefault(job.model, asyncio.Queue())
@@ -60,7 +67,9 @@ class GatewayBackend(Backend):
 
     def _stop_running(self, job: Job) -> None:
         if self._running.get(job.model) is job and self.loaded(job.model):
-            asyncio.ensure_future(self._interrupt(job.model))
+            task = asyncio.ensure_future(self._interrupt(job.model))
+            self._interrupts.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._interrupts.discard)
 
     def shutdown(self) -> None:
         for consumer in self._consumers.values():
@@ -106,10 +115,15 @@ class GatewayBackend(Backend):
                 message = f"{error}; the next job starts a fresh kernel"
             else:
                 message = str(error)
-            store.update(job, status="error", phase="failed", finished=time.time(),
-                         error={"type": "GatewayError", "message": message, "hint": None, "source": None})
+            store.update(
+                job,
+                status="error",
+                phase="failed",
+                finished=time.time(),
+                error={"type": "GatewayError", "message": message, "hint": None, "source": None},
+            )
 
-    async def _attempt(self, job: Job, graph: Graph) -> "_ResultCollector | None":
+    async def _attempt(self, job: Job, graph: Graph) -> _ResultCollector | None:
         """Send the job to the model's warm kernel and wait for it; None when the kernel had lost its worker before
         the job began (it died or restarted while idle), so that the job can go to a fresh kernel."""
         kernel, comm = await self._warm(job)
@@ -123,8 +137,9 @@ class GatewayBackend(Backend):
             kernel.send_comm(comm, {"kind": "request-part", "job": job.id}, [request[start : start + CHUNK_BYTES]])
         self.store.update(job, phase="running")
         try:
-            reply = await kernel.execute(f"__ndif_worker__.run({job.id!r})", self.settings.job_timeout,
-                                         collector.receive)
+            reply = await kernel.execute(
+                f"__ndif_worker__.run({job.id!r})", self.settings.job_timeout, collector.receive
+            )
         except KernelDied:
             collector.discard()
             if collector.heard:
@@ -152,13 +167,16 @@ class GatewayBackend(Backend):
         self.log.info("ndif: gateway kernel %s started; loading %s", kernel.kernel_id, name)
         self.store.update(job, phase="loading model")
         config = {"model": name, "device_map": self.device_map, "limits": dataclasses.asdict(self.limits)}
-        code = ("import json, ndif_server.worker as __ndif_worker__\n"
-                f"__ndif_worker__.start(json.loads({json.dumps(config)!r}))")
+        code = (
+            "import json, ndif_server.worker as __ndif_worker__\n"
+            f"__ndif_worker__.start(json.loads({json.dumps(config)!r}))"
+        )
         reply = await kernel.execute(code, settings.warm_timeout)
         if reply.get("status") != "ok":
             self._discard(name)
-            raise GatewayError(f"loading {name} in the gateway kernel failed: {reply.get('ename')}: "
-                               f"{reply.get('evalue')}")
+            raise GatewayError(
+                f"loading {name} in the gateway kernel failed: {reply.get('ename')}: {reply.get('evalue')}"
+            )
         self._comms[name] = kernel.open_comm(COMM_TARGET)
         return kernel, self._comms[name]
 
@@ -166,8 +184,9 @@ class GatewayBackend(Backend):
         kernel = self._kernels.pop(name, None)
         self._comms.pop(name, None)
         if kernel is not None:
-            self.log.info("ndif: stopping gateway kernel %s of %s (%s)", kernel.kernel_id, name,
-                          kernel.failure or "replaced")
+            self.log.info(
+                "ndif: stopping gateway kernel %s of %s (%s)", kernel.kernel_id, name, kernel.failure or "replaced"
+            )
             kernel.shutdown()
 
     async def _interrupt(self, name: str) -> None:
@@ -204,7 +223,7 @@ class _ResultCollector:
         elif kind == "result-part":
             if self._file is None:
                 self.store.update(self.job, phase="transferring")
-                self._file = open(self._partial, "wb")
+                self._file = open(self._partial, "wb")  # noqa: SIM115 (written chunk by chunk, closed in finish)
             for buffer in buffers:
                 self._file.write(buffer)
                 self._digest.update(buffer)
@@ -223,8 +242,9 @@ class _ResultCollector:
             raise GatewayError("the gateway kernel finished the job without sending its result")
         if self.received != self.expected["bytes"] or self._digest.hexdigest() != self.expected["sha256"]:
             self.discard()
-            raise GatewayError(f"the result arrived damaged: {self.received} of {self.expected['bytes']} bytes, "
-                               "or a different digest")
+            raise GatewayError(
+                f"the result arrived damaged: {self.received} of {self.expected['bytes']} bytes, or a different digest"
+            )
         self._partial.replace(self._path)
         return self.received
 

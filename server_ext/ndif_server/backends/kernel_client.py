@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from jupyter_server.services.kernels.connection.base import (
     deserialize_binary_message,
@@ -57,6 +59,7 @@ class KernelClient:
         self._reader: asyncio.Task | None = None
         self._pending: dict[str, _Pending] = {}
         self._session = uuid.uuid4().hex
+        self._deleting: set[asyncio.Task] = set()
 
     @property
     def alive(self) -> bool:
@@ -88,10 +91,20 @@ class KernelClient:
         msg_id = uuid.uuid4().hex
         pending = _Pending(on_comm)
         self._pending[msg_id] = pending
-        self._send(self._message("execute_request", {
-            "code": code, "silent": False, "store_history": False, "user_expressions": {}, "allow_stdin": False,
-            "stop_on_error": True,
-        }, msg_id=msg_id))
+        self._send(
+            self._message(
+                "execute_request",
+                {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                msg_id=msg_id,
+            )
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         not_busy = 0
@@ -141,18 +154,20 @@ class KernelClient:
         if self._reader is not None:
             self._reader.cancel()
         if self.kernel_id is not None:
-            asyncio.ensure_future(self._delete_quietly())
+            task = asyncio.ensure_future(self._delete_quietly())
+            self._deleting.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._deleting.discard)
 
     async def _delete_quietly(self) -> None:
-        try:
+        with contextlib.suppress(GatewayError):
             await self._rest("DELETE", f"api/kernels/{self.kernel_id}")
-        except GatewayError:
-            pass
 
     # ----- channels -----
     async def _read(self) -> None:
+        connection = self._connection
+        assert connection is not None, "the reader starts once the channels are open"
         while True:
-            raw = await self._connection.read_message()
+            raw = await connection.read_message()
             if raw is None:
                 self._fail("the gateway closed the kernel's channels")
                 return
@@ -183,35 +198,50 @@ class KernelClient:
             if not pending.done.done():
                 pending.done.set_exception(KernelDied(reason))
 
-    def _require_alive(self) -> None:
+    def _require_alive(self) -> WebSocketClientConnection:
         if self.failure is not None:
             raise KernelDied(self.failure)
         if self._connection is None:
             raise GatewayError("the gateway kernel is not started")
+        return self._connection
 
     def _message(self, kind: str, content: dict, msg_id: str | None = None) -> dict:
         return {
-            "header": {"msg_id": msg_id or uuid.uuid4().hex, "username": "ndif", "session": self._session,
-                       "msg_type": kind, "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "content": content, "channel": "shell",
+            "header": {
+                "msg_id": msg_id or uuid.uuid4().hex,
+                "username": "ndif",
+                "session": self._session,
+                "msg_type": kind,
+                "version": "5.3",
+                "date": "",
+            },
+            "parent_header": {},
+            "metadata": {},
+            "content": content,
+            "channel": "shell",
         }
 
     def _send(self, message: dict, buffers: list | None = None) -> None:
-        self._require_alive()
+        connection = self._require_alive()
         if buffers:
             message["buffers"] = buffers
-            self._connection.write_message(serialize_binary_message(message), binary=True)
+            connection.write_message(serialize_binary_message(message), binary=True)
         else:
-            self._connection.write_message(json.dumps(message))
+            connection.write_message(json.dumps(message))
 
     # ----- REST -----
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"token {self.token}"} if self.token else {}
 
     async def _rest(self, method: str, path: str, body: dict | None = None) -> Any:
-        request = HTTPRequest(self.url + path, method=method, headers=self._headers(),
-                              body=json.dumps(body) if method in ("POST", "PUT") else None,
-                              request_timeout=self.request_timeout, connect_timeout=self.request_timeout)
+        request = HTTPRequest(
+            self.url + path,
+            method=method,
+            headers=self._headers(),
+            body=json.dumps(body) if method in ("POST", "PUT") else None,
+            request_timeout=self.request_timeout,
+            connect_timeout=self.request_timeout,
+        )
         try:
             response = await AsyncHTTPClient().fetch(request)
         except HTTPClientError as error:

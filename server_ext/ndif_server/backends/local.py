@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ndif_jupyter.errors import NDIFError, RunCancelled
 from ndif_jupyter.execution.executor import execute
+from ndif_jupyter.ir.graph import Graph
 from ndif_jupyter.protocol.result import check_result_size, write_result
-from ndif_jupyter.tracing.graph import Graph
 
-from ..jobs import Job, JobStore
+from ..jobs import FINISHED, Job, JobStore
 from .base import Backend, error_document
 
 
@@ -24,11 +24,13 @@ class LocalBackend(Backend):
         self.device_map = device_map
         self.max_result_bytes = max_result_bytes
         self.log = log
-        self._workers = {name: ThreadPoolExecutor(1, thread_name_prefix=f"ndif-{index}") for index, name in
-                         enumerate(models)}
+        self._workers = {
+            name: ThreadPoolExecutor(1, thread_name_prefix=f"ndif-{index}") for index, name in enumerate(models)
+        }
 
     def submit(self, job: Job, graph: Graph) -> None:
-        self._workers[job.model].submit(self._run, job, graph)
+        future = self._workers[job.model].submit(self._run, job, graph)
+        future.add_done_callback(lambda done: self._ran(job, done))
 
     def shutdown(self) -> None:
         for worker in self._workers.values():
@@ -54,6 +56,20 @@ class LocalBackend(Backend):
             if not isinstance(error, NDIFError):
                 self.log.error("ndif job %s failed:\n%s", job.id, traceback.format_exc())
             store.update(job, status="error", phase="failed", error=error_document(error), finished=time.time())
+
+    def _ran(self, job: Job, future: Future) -> None:
+        """Log a run that raised (it could not record its own failure), and fail its job if it is not finished."""
+        error = None if future.cancelled() else future.exception()
+        if error is None:
+            return
+        self.log.error("ndif job %s failed:\n%s", job.id, "".join(traceback.format_exception(error)))
+        if job.status not in FINISHED:
+            try:
+                self.store.update(
+                    job, status="error", phase="failed", error=error_document(error), finished=time.time()
+                )
+            except Exception as saving:
+                self.log.error("ndif job %s: its failure could not be saved: %r", job.id, saving)
 
     def _forward(self, job: Job, step: int) -> None:
         if job.cancel_requested:

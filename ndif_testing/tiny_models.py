@@ -25,7 +25,9 @@ def build_tokenizer(folder: Path):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(CORPUS, trainer)
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS, bos_token=EOS)
     wrapped.save_pretrained(str(folder))
@@ -37,8 +39,14 @@ def build_gpt2(folder: Path, layers: int = 4, width: int = 64, seed: int = 0) ->
 
     tokenizer = build_tokenizer(folder)
     config = GPT2Config(
-        n_layer=layers, n_embd=width, n_head=4, n_positions=128, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+        n_layer=layers,
+        n_embd=width,
+        n_head=4,
+        n_positions=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
     GPT2LMHeadModel(config).eval().save_pretrained(str(folder))
@@ -50,9 +58,16 @@ def build_llama(folder: Path, layers: int = 4, width: int = 64, seed: int = 0) -
 
     tokenizer = build_tokenizer(folder)
     config = LlamaConfig(
-        num_hidden_layers=layers, hidden_size=width, intermediate_size=width * 2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=128, vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
+        num_hidden_layers=layers,
+        hidden_size=width,
+        intermediate_size=width * 2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).eval().save_pretrained(str(folder))

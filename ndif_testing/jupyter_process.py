@@ -44,7 +44,7 @@ class JupyterServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.base_url}"
 
-    def __enter__(self) -> "JupyterServerProcess":
+    def __enter__(self) -> JupyterServerProcess:
         (self.folder / "jupyter_server_config.json").write_text(json.dumps(self.config))
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(self.folder))
         env.pop("NDIF_SERVER_URL", None)
@@ -53,14 +53,22 @@ class JupyterServerProcess:
 
     def _command(self) -> list[str]:
         return [
-            sys.executable, "-m", "jupyter", "server", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-            f"--port={self.port}", f"--IdentityProvider.token={self.token}", f"--ServerApp.base_url={self.base_url}",
+            sys.executable,
+            "-m",
+            "jupyter",
+            "server",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.base_url={self.base_url}",
             f"--ServerApp.root_dir={self.folder}",
         ]
 
     def _launch(self, command: list[str], env: dict[str, str], probe: str):
         """Start `command` and wait until `probe` answers."""
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "w")  # noqa: SIM115 (open while the process runs, closed on exit)
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
@@ -91,7 +99,7 @@ class JupyterServerProcess:
     def get(self, path: str) -> Any:
         return json.loads(self.request("GET", path))
 
-    def start_kernel(self) -> "RemoteKernel":
+    def start_kernel(self) -> RemoteKernel:
         kernel = json.loads(self.request("POST", "api/kernels", json.dumps({"name": "python3"}).encode()))
         return RemoteKernel(self, kernel["id"])
 
@@ -128,13 +136,32 @@ class RemoteKernel:
         connection = await websocket_connect(request, max_message_size=1 << 30)
         try:
             msg_id = uuid.uuid4().hex
-            connection.write_message(json.dumps({
-                "header": {"msg_id": msg_id, "username": "test", "session": self.session, "msg_type": "execute_request",
-                           "version": "5.3", "date": ""},
-                "parent_header": {}, "metadata": {}, "buffers": [], "channel": "shell",
-                "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                            "allow_stdin": False, "stop_on_error": True},
-            }))
+            connection.write_message(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": msg_id,
+                            "username": "test",
+                            "session": self.session,
+                            "msg_type": "execute_request",
+                            "version": "5.3",
+                            "date": "",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "buffers": [],
+                        "channel": "shell",
+                        "content": {
+                            "code": code,
+                            "silent": False,
+                            "store_history": True,
+                            "user_expressions": {},
+                            "allow_stdin": False,
+                            "stop_on_error": True,
+                        },
+                    }
+                )
+            )
             outcome = Execution(status="")
             idle = False
             while not (outcome.status and idle):
@@ -170,13 +197,17 @@ class KernelGatewayProcess(JupyterServerProcess):
     def __init__(self, token: str | None = None):
         super().__init__({}, token=token)
 
-    def __enter__(self) -> "KernelGatewayProcess":
+    def __enter__(self) -> KernelGatewayProcess:
         env = dict(os.environ)
         env.pop("NDIF_SERVER_URL", None)
         env.pop("NDIF_SERVER_TOKEN", None)
         command = [
-            sys.executable, "-m", "kernel_gateway", "--KernelGatewayApp.ip=127.0.0.1",
-            f"--KernelGatewayApp.port={self.port}", f"--KernelGatewayApp.auth_token={self.token}",
+            sys.executable,
+            "-m",
+            "kernel_gateway",
+            "--KernelGatewayApp.ip=127.0.0.1",
+            f"--KernelGatewayApp.port={self.port}",
+            f"--KernelGatewayApp.auth_token={self.token}",
             "--JupyterWebsocketPersonality.list_kernels=True",
         ]
         return self._launch(command, env, "api")
@@ -191,8 +222,10 @@ class JupyterLabProcess(JupyterServerProcess):
     def _command(self) -> list[str]:
         lab = super()._command()
         lab[lab.index("server")] = "lab"
-        return lab + [
+        return [
+            *lab,
             f"--LabApp.user_settings_dir={self.folder / 'settings'}",
             f"--LabApp.workspaces_dir={self.folder / 'workspaces'}",
-            "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]

@@ -1,10 +1,11 @@
 """Run a notebook in a real kernel and compare its outputs with the ones stored in it, ignoring what varies by run.
 
-    python tests/notebook_check.py notebooks/quickstart.ipynb            # check
-    python tests/notebook_check.py --update notebooks/quickstart.ipynb   # run and store the fresh outputs (no stderr)
+    python -m ndif_testing.notebook_check notebooks/quickstart.ipynb             # check
+    python -m ndif_testing.notebook_check --update notebooks/quickstart.ipynb    # store fresh outputs (no stderr)
 
-Compared: stdout, results and displays (their text/plain and which formats they have), and errors (name and message). Not compared: stderr (progress
-bars), numbers with a fractional part (timings, norms), memory addresses. A cell tagged `raises-exception` may fail.
+Compared: stdout, results and displays (their text/plain and which formats they have), and errors (name and
+message). Not compared: stderr (progress bars), numbers with a fractional part (timings, norms), memory addresses.
+A cell tagged `raises-exception` may fail.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def execute(path: Path) -> nbformat.NotebookNode:
     """The notebook at `path` with fresh outputs, run in a kernel whose working folder is the notebook's folder."""
     notebook = nbformat.read(path, as_version=4)
     fresh = copy.deepcopy(notebook)
-    client = NotebookClient(fresh, timeout=CELL_TIMEOUT, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        fresh, timeout=CELL_TIMEOUT, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
     return fresh
 
@@ -60,8 +62,10 @@ def differences(stored: nbformat.NotebookNode, fresh: nbformat.NotebookNode) -> 
     for number, (before, after) in enumerate(code_cells, start=1):
         if comparable(before) != comparable(after):
             found.append(
-                f"code cell {number}:\n{before.source}\n-- stored --\n" + "\n".join(comparable(before))
-                + "\n-- fresh --\n" + "\n".join(comparable(after))
+                f"code cell {number}:\n{before.source}\n-- stored --\n"
+                + "\n".join(comparable(before))
+                + "\n-- fresh --\n"
+                + "\n".join(comparable(after))
             )
     return found
 
@@ -71,8 +75,11 @@ def _storable(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     notebook.metadata.pop("widgets", None)
     for cell in notebook.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs
-                            if not (o.output_type == "stream" and o.name == "stderr") and not _is_progress_bar(o)]
+            cell.outputs = [
+                o
+                for o in cell.outputs
+                if not (o.output_type == "stream" and o.name == "stderr") and not _is_progress_bar(o)
+            ]
     return notebook
 
 

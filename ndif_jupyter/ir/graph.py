@@ -1,13 +1,17 @@
-"""The intervention graph as plain data: nodes with an operation name, constant or reference arguments, and a source line."""
+"""The graph as plain data: nodes with an operation name, constant or reference arguments, source lines."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Literal
 
 import torch
 
-from ..errors import Source
+from .nested import iter_leaves
+from .source import Source
+
+GraphKind = Literal["trace", "generate"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Graph:
     `saved_bytes` is the size of the saved values as traced, which a server checks against its limit before running.
     """
 
-    kind: str
+    kind: GraphKind
     nodes: list[Node]
     invokes: list[Invoke]
     options: dict[str, Any]
@@ -65,23 +69,26 @@ class Graph:
         return sum(len(invoke.rows) for invoke in self.invokes)
 
 
-CONSTANT_TYPES = (type(None), bool, int, float, complex, str, slice, type(Ellipsis), torch.dtype, torch.device, torch.Tensor)
+CONSTANT_TYPES = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    slice,
+    type(Ellipsis),
+    torch.dtype,
+    torch.device,
+    torch.Tensor,
+)
 
 
 def iter_refs(value: Any) -> Iterator[Ref]:
     """Every Ref inside an argument, however deeply nested in tuples, lists, dicts and slices."""
-    if isinstance(value, Ref):
-        yield value
-    elif isinstance(value, (int, float, str, type(None))):
-        return
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from iter_refs(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from iter_refs(item)
-    elif isinstance(value, slice):
-        yield from iter_refs((value.start, value.stop, value.step))
+    for leaf in iter_leaves(value):
+        if isinstance(leaf, Ref):
+            yield leaf
 
 
 METADATA_KWARGS = frozenset({"shapes"})

@@ -1,0 +1,96 @@
+"""ModuleAccess: recording a module's `.output`, `.input` and `.inputs` (read and set) and calls of modules.
+
+Each is checked against what the shape oracle says the module sees at the open invoke's step, at the user's line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import TraceError
+from ..ir.nested import leaf_shapes, zip_map_leaves
+from ..ir.source import Source
+from .conversion import check_assignable, event_value, fresh, invoker_of, meta_of, ready_of, to_graph
+from .envoy import display_path
+from .invoker import Invoker
+from .proxy import Proxy
+from .recording import Recording
+from .shapes import ModuleRecord, StepRecord, to_meta
+from .source import user_source
+
+_GETTER_OPS = {"output": "module.output", "input": "module.input", "inputs": "module.inputs"}
+_SETTER_OPS = {"output": "module.set_output", "input": "module.set_input", "inputs": "module.set_inputs"}
+
+
+class ModuleAccess(Recording):
+    """What an Envoy asks of the open block: module values as proxies, module writes and calls as nodes."""
+
+    _step_records: dict[tuple[int, int, int], StepRecord]
+
+    def module_get(self, path: str, kind: str) -> Proxy:
+        """Record reading a module's `.output`, `.input` or `.inputs` at the open invoke's step."""
+        __tracebackhide__ = True
+        source, invoker, value, event = self._event(path, kind)
+        shapes = leaf_shapes(value)
+        node = self._add(_GETTER_OPS[kind], (path, invoker.index, invoker.step), {"shapes": shapes}, source)
+        return Proxy(self, node.id, fresh(value), (invoker.step, event), invoker)
+
+    def module_set(self, path: str, kind: str, value: Any) -> None:
+        """Record replacing a module's `.output`, `.input` or `.inputs` at the open invoke's step."""
+        __tracebackhide__ = True
+        source, invoker, expected, event = self._event(path, kind)
+        where = f"{display_path(path)}.{kind}"
+        try:
+            zip_map_leaves(check_assignable, expected, meta_of(value, self))
+        except (ValueError, TypeError) as error:
+            raise TraceError(f"`{where}` cannot take this value: {error}.", source) from None
+        if ready_of(value, self) > (invoker.step, event):
+            raise TraceError(
+                f"`{where}` is set from a value that the model computes only after {display_path(path)} has run.",
+                source,
+                "A module's output can only be changed with values computed before or at that module.",
+            )
+        shapes = leaf_shapes(expected)
+        graph_value = to_graph(value, self, source)
+        self._add(_SETTER_OPS[kind], (path, invoker.index, invoker.step, graph_value), {"shapes": shapes}, source)
+
+    def module_call(self, path: str, args: tuple, kwargs: dict) -> Proxy:
+        """Record calling a module on traced values (`model.lm_head(hidden)`)."""
+        __tracebackhide__ = True
+        source = user_source()
+        self._check_recording(source)
+        module = self.traced.loaded.meta_module(path)
+        try:
+            meta = to_meta(self.traced.shapes.call(module, meta_of(args, self), meta_of(kwargs, self)))
+        except Exception as error:
+            raise TraceError(
+                f"Calling `{display_path(path)}` on these values fails: {type(error).__name__}: {error}", source
+            ) from None
+        graph_args = (path, to_graph(tuple(args), self, source), to_graph(dict(kwargs), self, source))
+        node = self._add("module.call", graph_args, {}, source)
+        operands = (args, kwargs)
+        return Proxy(self, node.id, meta, ready_of(operands, self), invoker_of(operands, self))
+
+    def _event(self, path: str, kind: str) -> tuple[Source | None, Invoker, Any, int]:
+        """For a module value at the open invoke: the user's line, the invoke, the value as traced, its event."""
+        __tracebackhide__ = True
+        source = user_source()
+        invoker = self.require_invoke(source)
+        record = self._module_record(invoker, path, source)
+        event = record.pre_event if kind != "output" else record.post_event
+        return source, invoker, event_value(record, kind), event
+
+    def _module_record(self, invoker: Invoker, path: str, source: Source | None) -> ModuleRecord:
+        __tracebackhide__ = True
+        key = (len(invoker.rows), invoker.length, invoker.step)
+        step = self._step_records.get(key)
+        if step is None:
+            step = self.traced.shapes.step(*key, self.forward_options())
+            self._step_records[key] = step
+        record = step.modules.get(path)
+        if record is None or record.post_event < 0:
+            raise TraceError(
+                f"`{display_path(path)}` is not called during the model's forward pass, so it has no values.",
+                source,
+            )
+        return record

@@ -1,0 +1,145 @@
+"""Recording: the graph a block builds as the user's code runs: operations, `.t()`, `.save()`, checked at each line.
+
+Module values are recorded by `ModuleAccess` (module_access.py) on top of this, and the block's lifecycle by `Tracer`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import TraceError, first_line
+from ..ir.graph import GraphKind, Node
+from ..ir.nested import leaves
+from ..ir.result import ExecutionResult
+from ..ir.source import Source
+from ..operations import OPERATIONS
+from .conversion import invoker_of, meta_of, ready_of, to_graph
+from .messages import op_text, operand_text, unsupported_attribute_text, value_not_ready_text
+from .proxy import Proxy
+from .source import user_source
+from .tokens import token_key
+
+if TYPE_CHECKING:
+    from .invoker import Invoker
+    from .traced_model import TracedModel
+
+
+class BlockState(enum.Enum):
+    """Where a block is in its life: recording its body, running its graph, done, or failed."""
+
+    RECORDING = "recording"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Recording:
+    """The nodes recorded so far and the values saved, for a block whose state and open invoke its subclass keeps."""
+
+    kind: GraphKind = "trace"
+    traced: TracedModel
+    options: dict[str, Any]
+    nodes: list[Node]
+    current: Invoker | None
+    state: BlockState
+    failure: str | None
+    result: ExecutionResult | None
+    _saved: list[Proxy]
+
+    def require_invoke(self, source: Source | None) -> Invoker:
+        """The open invoke, which module values need; a TraceError at `source` when none is open."""
+        __tracebackhide__ = True
+        self._check_recording(source)
+        if self.current is None:
+            raise TraceError(
+                "Module values belong to a prompt, and no invoke is open.",
+                source,
+                "Put this line inside `with generator.invoke(prompt):`.",
+            )
+        return self.current
+
+    def record(self, op: str, args: tuple, kwargs: dict) -> Proxy:
+        """Record an allowlisted operation on traced values, checking it on their meta values first."""
+        __tracebackhide__ = True
+        source = user_source()
+        self._check_recording(source)
+        try:
+            meta = OPERATIONS[op](*meta_of(args, self), **meta_of(kwargs, self))
+        except TraceError:
+            raise
+        except Exception as error:
+            raise TraceError(
+                f"`{op_text(op)}` fails on the traced values ({operand_text(args)}): {first_line(error)}",
+                source,
+                "Shapes are checked while the block is recorded, before any weights load; fix the shapes here.",
+            ) from None
+        node = self._add(op, to_graph(tuple(args), self, source), to_graph(dict(kwargs), self, source), source)
+        operands = (args, kwargs)
+        return Proxy(self, node.id, meta, ready_of(operands, self), invoker_of(operands, self))
+
+    def token(self, proxy: Proxy, index: int) -> Proxy:
+        """`proxy.t(index)`: token `index` of its invoke's own prompt."""
+        __tracebackhide__ = True
+        step = max(proxy.ready_at[0], 0)
+        cached = step > 0 and self.forward_options().get("use_cache", True)
+        key = token_key(proxy.meta, proxy.invoker or self.current, step, cached, index, user_source())
+        return self.record("getitem", (proxy, key), {})
+
+    def mark_saved(self, proxy: Proxy) -> None:
+        """`proxy.save()`: keep its value after the run."""
+        __tracebackhide__ = True
+        source = user_source()
+        self._check_recording(source)
+        if proxy.tracer is not self:
+            raise TraceError(
+                "This value belongs to another block; save values inside the block that made them.", source
+            )
+        for leaf in leaves(proxy.meta):
+            if not isinstance(leaf, (torch.Tensor, int, float, bool, type(None))):
+                raise TraceError(
+                    f"Only tensors (or tuples of them) can be saved; this value holds {type(leaf).__name__}.",
+                    source,
+                    "Index into it to the tensor you want, for example `.output[0]`.",
+                )
+        node = self.nodes[proxy.node_id]
+        if not node.saved:
+            node.saved = True
+            self._saved.append(proxy)
+
+    def forward_options(self) -> dict[str, Any]:
+        """The options of the model's forward passes, as shape checks run them."""
+        return dict(self.options)
+
+    def _check_recording(self, source: Source | None = None) -> None:
+        __tracebackhide__ = True
+        if self.state is not BlockState.RECORDING:
+            raise TraceError(
+                "This block has ended; values can only be recorded inside it.",
+                source or user_source(),
+                "Start a new `with model.trace(...)` or `model.generate(...)` block.",
+            )
+
+    def _add(self, op: str, args: tuple, kwargs: dict, source: Source | None) -> Node:
+        node = Node(len(self.nodes), op, args, kwargs, source)
+        self.nodes.append(node)
+        return node
+
+    # ----- what proxies say -----
+    def node_source(self, node_id: int) -> Source | None:
+        return self.nodes[node_id].source
+
+    def node_op(self, node_id: int) -> str:
+        return self.nodes[node_id].op
+
+    def current_source(self) -> Source | None:
+        return user_source()
+
+    def value_not_ready_message(self, node_id: int) -> str:
+        missing = self.result.missing.get(node_id) if self.result is not None else None
+        return value_not_ready_text(self.nodes[node_id], self.state is BlockState.RECORDING, missing, self.failure)
+
+    def unsupported_attribute_message(self, proxy: Proxy, name: str) -> str:
+        return unsupported_attribute_text(proxy.meta, name)

@@ -1,0 +1,62 @@
+"""TracedModel: what tracing keeps of one model: its loaded model, shape oracle, module tree and open block."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from ..errors import TraceError
+from ..loading.loaded import LoadedModel
+from .envoy import Envoy
+from .shapes import ShapeOracle
+from .source import user_source
+
+if TYPE_CHECKING:
+    from .tracer import Tracer
+
+
+class TracedModel:
+    """The recording side of a model: one block may be open on it at a time; its module tree needs no weights."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.shapes = ShapeOracle(loaded.meta_model)
+        self.root = Envoy(self, "", loaded.meta_model)
+        self.open_block: Tracer | None = None
+        self._lock = threading.Lock()
+
+    def module(self, path: str) -> Envoy:
+        """The Envoy of the module at dotted `path` ("" is the whole model)."""
+        envoy = self.root
+        for name in path.split(".") if path else []:
+            envoy = envoy[name]
+        return envoy
+
+    def begin(self, block: Tracer) -> None:
+        """Make `block` the open block; refused while another is open."""
+        __tracebackhide__ = True
+        with self._lock:
+            if self.open_block is not None:
+                raise TraceError(
+                    "A block is already open on this model; blocks cannot be nested.",
+                    user_source(),
+                    "End the open `with` block first.",
+                )
+            self.open_block = block
+
+    def end(self, block: Tracer) -> None:
+        """`block` is no longer open (nothing happens if another block is)."""
+        with self._lock:
+            if self.open_block is block:
+                self.open_block = None
+
+    def require_open(self, what: str) -> Tracer:
+        """The open block; outside one, a TraceError saying that `what` exists only inside a block."""
+        __tracebackhide__ = True
+        block = self.open_block
+        if block is None:
+            raise TraceError(
+                f"`{what}` exists only inside a `with model.trace(...)` or `with model.generate(...)` block.",
+                user_source(),
+            )
+        return block
