@@ -34,6 +34,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def browse(values, **options):
     """The activation browser for saved values: `_ndif`, a block that has run, or tensors (see `widgets.browse`)."""
     from .widgets import browse as browse_values
