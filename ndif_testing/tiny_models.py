@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,13 +45,9 @@ def build_gpt2(folder: Path, layers: int = 4, width: int = 64, seed: int = 0) ->
         n_head=4,
         n_positions=128,
         vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
+        **_special_tokens(tokenizer),
     )
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(config).eval().save_pretrained(str(folder))
-    return folder
+    return _save(GPT2LMHeadModel, config, folder, seed)
 
 
 def build_llama(folder: Path, layers: int = 4, width: int = 64, seed: int = 0) -> Path:
@@ -65,10 +62,18 @@ def build_llama(folder: Path, layers: int = 4, width: int = 64, seed: int = 0) -
         num_key_value_heads=2,
         max_position_embeddings=128,
         vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
+        **_special_tokens(tokenizer),
     )
+    return _save(LlamaForCausalLM, config, folder, seed)
+
+
+def _special_tokens(tokenizer) -> dict[str, Any]:
+    """The tiny tokenizer's one special token as begin, end and padding."""
+    return {name: tokenizer.eos_token_id for name in ("bos_token_id", "eos_token_id", "pad_token_id")}
+
+
+def _save(model_class, config, folder: Path, seed: int) -> Path:
+    """A model of `config` with weights drawn from `seed`, saved as a checkpoint folder."""
     torch.manual_seed(seed)
-    LlamaForCausalLM(config).eval().save_pretrained(str(folder))
+    model_class(config).eval().save_pretrained(str(folder))
     return folder

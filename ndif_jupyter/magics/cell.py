@@ -154,13 +154,8 @@ def run_body(
     record = block.run_record
     assert record is not None, "a block that ended without an error has its run record"
     result = CellResult.from_record(record, model.tokenizer, saved, time.perf_counter() - started)
-    result.catalog = Catalog(
-        entries_from_record(record, recorded),
-        record.invokes,
-        model,
-        record.device_map,
-        result.headline(),
-        list(zip(result.prompts, result.generated)),
+    result.catalog = Catalog.of_run(
+        record, entries_from_record(record, recorded), result.headline(), list(zip(result.prompts, result.generated))
     )
     return result
 

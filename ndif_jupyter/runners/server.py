@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-from ..client import SERVER_URL_ENV, ServerClient, missing_server_message
-from ..errors import NDIFError
+from ..client import ServerClient
 from ..ir.graph import Graph
 from ..ir.result import ExecutionResult
 
@@ -13,12 +10,14 @@ SERVER = "server"
 
 
 class ServerRunner:
-    """Sends the graph to the server's model of the same name; the kernel needs no weights."""
+    """Sends the graph to the server's model of the same name; the kernel needs no weights.
+
+    Made when the block opens, so a kernel that knows of no server is told then, before anything is recorded.
+    """
 
     def __init__(self, model_name: str):
-        if not os.environ.get(SERVER_URL_ENV):
-            raise NDIFError(missing_server_message())
+        self.client = ServerClient.from_environment()
         self.model_name = model_name
 
     def run(self, graph: Graph) -> ExecutionResult:
-        return ServerClient.from_environment().run(graph, self.model_name)
+        return self.client.run(graph, self.model_name)

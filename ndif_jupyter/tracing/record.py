@@ -71,7 +71,6 @@ class RunRecord:
     values: dict[int, Any]
     saved_ids: list[int]
     output_ids: torch.Tensor | None
-    pad_token_id: int
 
     def origin(self, node_id: int) -> Origin:
         """Walk back from a node through single-input operations to the module value it came from."""

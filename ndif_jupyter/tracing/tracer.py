@@ -54,7 +54,7 @@ class Tracer(ModuleAccess):
         self.failure: str | None = None
         self.batch_length = 0
         self.result: ExecutionResult | None = None
-        self.run_record: RunRecord | None = None
+        self._run_record: RunRecord | None = None
         self._saved: list[Proxy] = []
         self._step_records: dict[tuple[int, int, int], StepRecord] = {}
 
@@ -168,7 +168,13 @@ class Tracer(ModuleAccess):
         for proxy in self._saved:
             if proxy.node_id in result.saved:
                 proxy.set_value(result.saved[proxy.node_id])
-        self.run_record = self._record_of(result)
+
+    @property
+    def run_record(self) -> RunRecord | None:
+        """The record of the run once the block has run without an error (made on first use), else None."""
+        if self._run_record is None and self.state is BlockState.DONE and self.result is not None:
+            self._run_record = self._record_of(self.result)
+        return self._run_record
 
     def _record_of(self, result: ExecutionResult) -> RunRecord:
         invokes = []
@@ -185,8 +191,7 @@ class Tracer(ModuleAccess):
             self.device_map,
             self.nodes,
             invokes,
-            dict(result.saved),
+            result.saved,
             [proxy.node_id for proxy in self._saved],
             result.output_ids,
-            self.traced.loaded.pad_token_id,
         )

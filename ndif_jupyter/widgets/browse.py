@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..errors import NDIFError
-from ..tracing.tracer import BlockState, Tracer
+from ..tracing.tracer import Tracer
 from .catalog import Catalog, InvokeTokens, entries_from_saved, entries_from_values
 from .views import Bounds
 from .widget import ActivationBrowser
@@ -40,17 +40,11 @@ def browse(
 
 def _catalog_of_block(block: Tracer) -> Catalog:
     record = block.run_record
-    if block.state is not BlockState.DONE or record is None:
+    if record is None:
         raise NDIFError(
             f"This block has not run ({block.state.value}); browse it after its `with` statement ends without an error."
         )
-    return Catalog(
-        entries_from_saved(record),
-        record.invokes,
-        record.model,
-        record.device_map,
-        f"{record.model_name}: {record.kind}",
-    )
+    return Catalog.of_run(record, entries_from_saved(record), f"{record.model_name}: {record.kind}")
 
 
 def _catalog_of_values(values: Any, model: Any, prompt: Any) -> Catalog:

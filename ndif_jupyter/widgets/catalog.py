@@ -40,6 +40,13 @@ class Catalog:
     title: str = ""
     texts: list[tuple[str, str]] = field(default_factory=list)
 
+    @classmethod
+    def of_run(
+        cls, record: RunRecord, entries: list[SavedEntry], title: str, texts: list[tuple[str, str]] | None = None
+    ) -> Catalog:
+        """The catalog of a block's run: its invokes' tokens, its model, and where it ran."""
+        return cls(entries, record.invokes, record.model, record.device_map, title, texts or [])
+
     def position_texts(self, invoke: int | None, row: int, step: int, total: int, count: int, start: int) -> list[str]:
         """The text of `count` positions from `start` among the `total` a forward pass at `step` saw for one row.
 

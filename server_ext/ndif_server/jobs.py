@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import threading
 import time
 import uuid
@@ -172,14 +171,17 @@ class JobStore:
                 future.set_result(None)
 
     def _save(self, job: Job) -> None:
-        """Write the job's record whole: saves of one job run one at a time, each writing the state as it starts."""
+        """Write the job's record whole: saves of one job run one at a time, each writing the state as it starts.
+
+        One save at a time per job is what lets every save of it use the same temporary file.
+        """
         with self._lock:
             save_lock = self._save_locks.setdefault(job.id, threading.Lock())
         with save_lock:
             with self._lock:
                 document = job.document()
             path = self.record_path(job.id)
-            partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+            partial = path.with_name(path.name + ".partial")
             try:
                 partial.write_text(json.dumps(document))
                 partial.replace(path)

@@ -55,7 +55,10 @@ class LocalBackend(Backend):
         except Exception as error:
             if not isinstance(error, NDIFError):
                 self.log.error("ndif job %s failed:\n%s", job.id, traceback.format_exc())
-            store.update(job, status="error", phase="failed", error=error_document(error), finished=time.time())
+            self._fail(job, error)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        self.store.update(job, status="error", phase="failed", error=error_document(error), finished=time.time())
 
     def _ran(self, job: Job, future: Future) -> None:
         """Log a run that raised (it could not record its own failure), and fail its job if it is not finished."""
@@ -65,9 +68,7 @@ class LocalBackend(Backend):
         self.log.error("ndif job %s failed:\n%s", job.id, "".join(traceback.format_exception(error)))
         if job.status not in FINISHED:
             try:
-                self.store.update(
-                    job, status="error", phase="failed", error=error_document(error), finished=time.time()
-                )
+                self._fail(job, error)
             except Exception as saving:
                 self.log.error("ndif job %s: its failure could not be saved: %r", job.id, saving)
 
