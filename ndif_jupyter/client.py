@@ -2,10 +2,16 @@
 
 The server extension tells the kernels it starts where it is (`NDIF_SERVER_URL`, including the server's base URL)
 and how to authenticate (`NDIF_SERVER_TOKEN`); set both by hand to use a server from elsewhere.
+
+While a job runs, a lost connection (the server restarting, a proxy in front of it saying it is down) is retried
+with growing pauses for up to `reconnect_seconds` (120 s by default), said on the progress line; the job itself
+is never sent twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import sys
@@ -26,17 +32,53 @@ SERVER_URL_ENV = "NDIF_SERVER_URL"
 SERVER_TOKEN_ENV = "NDIF_SERVER_TOKEN"
 _FINISHED = ("done", "error", "cancelled")
 _LONG_POLL_SECONDS = 2
+_FIRST_RETRY_PAUSE = 0.5
+_LONGEST_RETRY_PAUSE = 8.0
+_NOT_ANSWERING_STATUSES = (502, 503, 504)
+# Raised after a request was sent, while its answer was awaited or read: the server may have acted on it.
+_LOST_CONNECTION = (ConnectionError, TimeoutError, http.client.RemoteDisconnected, http.client.IncompleteRead)
+
+
+class ServerUnavailable(NDIFError):
+    """The ndif server gave no answer: it cannot be reached, the connection broke, or a proxy in front of it says it
+    is down (502, 503, 504). `after_sending`: the request was sent whole, so the server may have acted on it."""
+
+    def __init__(self, message: str, after_sending: bool = False):
+        super().__init__(message)
+        self.after_sending = after_sending
+
+
+class ServerRefused(NDIFError):
+    """The ndif server answered with the error status `status`."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 class ServerClient:
-    """Talks to one server extension's REST API (`.../ndif/api/`)."""
+    """Talks to one server extension's REST API (`.../ndif/api/`).
 
-    def __init__(self, url: str, token: str = "", request_timeout: float = 60.0, quiet_seconds: float | None = 0.5):
-        """`quiet_seconds`: show the progress line once a job has taken this long (None: never)."""
+    Waiting for a job rides out a lost connection for up to `reconnect_seconds`: the server restarting, or a proxy
+    saying it is down, is retried with pauses from 0.5 s doubling to 8 s. A job the restarted server no longer knows
+    is an error; a server gone for longer is an error naming the job, whose result `result(job_id)` fetches later.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str = "",
+        request_timeout: float = 60.0,
+        quiet_seconds: float | None = 0.5,
+        reconnect_seconds: float = 120.0,
+    ):
+        """`quiet_seconds`: show the progress line once a job has taken this long (None: never).
+        `reconnect_seconds`: how long a lost server is waited for while a job runs."""
         self.url = url if url.endswith("/") else url + "/"
         self.token = token
         self.request_timeout = request_timeout
         self.quiet_seconds = quiet_seconds
+        self.reconnect_seconds = reconnect_seconds
 
     @classmethod
     def from_environment(cls, **options: Any) -> ServerClient:
@@ -48,17 +90,21 @@ class ServerClient:
 
     def run(self, graph: Graph, model: str) -> ExecutionResult:
         """Run `graph` on the server's model `model`; the result is what the same run in the kernel gives."""
-        job = self._json("POST", "jobs", encode_request(graph, model), CONTENT_TYPE)
+        job = self._submit(graph, model)
         line = _ProgressLine(job["id"], self.quiet_seconds)
         try:
             if self.quiet_seconds and job["status"] not in _FINISHED:
-                job = self._json("GET", f"jobs/{job['id']}?wait={self.quiet_seconds}&until=finished")
+                job = self._poll(job["id"], line, self.quiet_seconds, "&until=finished")
             while job["status"] not in _FINISHED:
                 line.show(job)
-                job = self._json("GET", f"jobs/{job['id']}?wait={_LONG_POLL_SECONDS}")
+                job = self._poll(job["id"], line, _LONG_POLL_SECONDS)
         except KeyboardInterrupt:
-            self._request("DELETE", f"jobs/{job['id']}")
+            with contextlib.suppress(NDIFError):
+                self._request("DELETE", f"jobs/{job['id']}")
             line.finish("cancelled")
+            raise
+        except NDIFError:
+            line.finish("failed")
             raise
         if job["status"] == "cancelled":
             line.finish("cancelled")
@@ -82,26 +128,89 @@ class ServerClient:
         """The result of a done job, also one run before this kernel restarted."""
         return decode_result(self._request("GET", f"jobs/{job_id}/result"))
 
-    # ----- HTTP -----
-    def _json(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> Any:
-        return json.loads(self._request(method, path, body, content_type))
+    # ----- jobs -----
+    def _submit(self, graph: Graph, model: str) -> dict[str, Any]:
+        """POST the job, once: a request that may have arrived is never sent again."""
+        try:
+            return self._json("POST", "jobs", encode_request(graph, model), CONTENT_TYPE)
+        except ServerUnavailable as error:
+            if not error.after_sending:
+                raise
+            raise NDIFError(
+                f"{error} The job may have been made all the same: `ServerClient.jobs()` lists the server's jobs."
+            ) from None
 
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> bytearray:
+    def _poll(self, job_id: str, line: _ProgressLine, wait: float, until: str = "") -> dict[str, Any]:
+        """The job, answered once it changes (or after `wait` seconds); a server that does not answer is asked again
+        with growing pauses for up to `reconnect_seconds`."""
+        path = f"jobs/{job_id}?wait={wait}{until}"
+        lost_since: float | None = None
+        pause = _FIRST_RETRY_PAUSE
+        while True:
+            try:
+                if lost_since is None:
+                    return self._json("GET", path)
+                remaining = self.reconnect_seconds - (time.monotonic() - lost_since)
+                return self._json("GET", path, timeout=min(self.request_timeout, max(remaining, 1.0)) + wait)
+            except ServerUnavailable:
+                now = time.monotonic()
+                lost_since = now if lost_since is None else lost_since
+                lost_for = now - lost_since
+                if lost_for >= self.reconnect_seconds:
+                    raise NDIFError(self._lost_message(job_id)) from None
+                line.retrying(lost_for, self.reconnect_seconds)
+                time.sleep(min(pause, self.reconnect_seconds - lost_for))
+                pause = min(pause * 2, _LONGEST_RETRY_PAUSE)
+            except ServerRefused as error:
+                if error.status != 404:
+                    raise
+                raise NDIFError(
+                    f"Job {job_id} no longer exists on the ndif server at {self.url}: the server restarted without "
+                    "its job records, or the job was deleted. Run the block again."
+                ) from None
+
+    def _lost_message(self, job_id: str) -> str:
+        return (
+            f"Lost the ndif server at {self.url} for {self.reconnect_seconds:g} s while waiting for job {job_id}. "
+            f"The job may still finish there: `ServerClient.result({job_id!r})` fetches its result later; "
+            "or run the block again."
+        )
+
+    # ----- HTTP -----
+    def _json(self, method: str, path: str, *body_and_type: Any, **options: Any) -> Any:
+        """The answer of `_request` as JSON."""
+        return json.loads(self._request(method, path, *body_and_type, **options))
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> bytearray:
+        """The answer's body; ServerUnavailable when there is none, ServerRefused for an error status."""
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if self.token:
             request.add_header("Authorization", f"token {self.token}")
         if content_type:
             request.add_header("Content-Type", content_type)
         try:
-            with urllib.request.urlopen(request, timeout=self.request_timeout + _LONG_POLL_SECONDS) as response:
-                return _read_body(response)
+            with urllib.request.urlopen(
+                request, timeout=timeout or self.request_timeout + _LONG_POLL_SECONDS
+            ) as answer:
+                return _read_body(answer)
         except urllib.error.HTTPError as error:
-            raise NDIFError(_http_error_message(self.url, error)) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            reason = getattr(error, "reason", error)
-            raise NDIFError(
-                f"The ndif server at {self.url} cannot be reached ({reason}). Is the Jupyter server running? "
-                f"{SERVER_URL_ENV} says where it is."
+            message = _http_error_message(self.url, error)
+            if error.code in _NOT_ANSWERING_STATUSES:
+                raise ServerUnavailable(message, after_sending=error.code == 504) from None
+            raise ServerRefused(message, error.code) from None
+        except urllib.error.URLError as error:
+            raise ServerUnavailable(_unreachable_message(self.url, error.reason)) from None
+        except _LOST_CONNECTION as error:
+            raise ServerUnavailable(
+                f"The ndif server at {self.url} stopped answering ({error!r}) after the request was sent.",
+                after_sending=True,
             ) from None
 
 
@@ -116,7 +225,9 @@ def _read_body(response: Any) -> bytearray:
     while received < len(body):
         count = response.readinto(view[received:])
         if not count:
-            raise NDIFError(f"The ndif server's answer ended after {received} of {len(body)} bytes.")
+            raise ServerUnavailable(
+                f"The ndif server's answer ended after {received} of {len(body)} bytes.", after_sending=True
+            )
         received += count
     return body
 
@@ -126,6 +237,13 @@ def missing_server_message() -> str:
         "device_map='server' runs the graph in the Jupyter server extension, and this kernel does not know of one: "
         f"{SERVER_URL_ENV} is not set. Start Jupyter with ndif-jupyter installed (its server extension tells the "
         f"kernels it starts where it is), or set {SERVER_URL_ENV} and {SERVER_TOKEN_ENV}; or use device_map='cpu'."
+    )
+
+
+def _unreachable_message(url: str, reason: Any) -> str:
+    return (
+        f"The ndif server at {url} cannot be reached ({reason}). Is the Jupyter server running? "
+        f"{SERVER_URL_ENV} says where it is."
     )
 
 
@@ -140,6 +258,14 @@ def _http_error_message(url: str, error: urllib.error.HTTPError) -> str:
         return f"The ndif server at {url} does not allow this user to run graphs ({message})."
     if error.code == 400:
         return f"The ndif server refused the graph: {message}"
+    if error.code == 413:
+        return f"The request is too large for the ndif server at {url}: {message}"
+    if error.code == 429:
+        retry_after = (error.headers.get("Retry-After") or "").strip()
+        later = f"; try again in {retry_after} s" if retry_after.isdigit() else "; try again later"
+        return f"The ndif server at {url} is busy: {message}{later}."
+    if error.code == 503:
+        return f"The ndif server at {url} cannot take requests now: {message}"
     return f"The ndif server at {url} answered {error.code}: {message}"
 
 
@@ -163,6 +289,10 @@ class _ProgressLine:
         self.quiet_seconds = quiet_seconds
         self.started = time.monotonic()
         self.shown = False
+
+    def retrying(self, lost_for: float, limit: float) -> None:
+        if self.quiet_seconds is not None:
+            self._write(f"\rndif server: job {self.job_id} connection lost, retrying ({lost_for:.0f} s of {limit:g} s)")
 
     def show(self, job: dict[str, Any]) -> None:
         elapsed = time.monotonic() - self.started

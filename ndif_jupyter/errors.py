@@ -33,6 +33,10 @@ class RunCancelled(NDIFError):
     """A run was stopped on request before it finished."""
 
 
+class RunTimedOut(NDIFError):
+    """A run went past the time a server allows one job."""
+
+
 class ProtocolError(NDIFError):
     """A request or result does not follow the wire format (docs/protocol.md), or asks for what is not allowed."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 STARTUP_SECONDS = 60
+STOP_SECONDS = 5
 
 
 def free_port() -> int:
@@ -68,6 +70,7 @@ class JupyterServerProcess:
 
     def _launch(self, command: list[str], env: dict[str, str], probe: str):
         """Start `command` and wait until `probe` answers."""
+        self._launched = (command, env, probe)
         self.log = open(self.log_path, "w")  # noqa: SIM115 (open while the process runs, closed on exit)
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = time.monotonic() + STARTUP_SECONDS
@@ -89,6 +92,47 @@ class JupyterServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.log.close()
+
+    def stop(self, grace_seconds: float = STOP_SECONDS) -> None:
+        """End the server as an administrator would: SIGTERM, then SIGKILL if it still runs after `grace_seconds`."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self, grace_seconds: float = STOP_SECONDS) -> JupyterServerProcess:
+        """Stop the server and start it again on the same port, with the same configuration folder and token; returns
+        once it answers. The earlier run's log is kept next to the new one."""
+        self.stop(grace_seconds)
+        self.log.close()
+        runs = len(list(self.folder.glob("server.*.log")))
+        shutil.copyfile(self.log_path, self.folder / f"server.{runs + 1}.log")
+        return self._launch(*self._launched)
+
+    def resident_bytes(self) -> int:
+        """The server process's resident memory now (VmRSS), in bytes. Linux only."""
+        return self._memory_status("VmRSS")
+
+    def peak_resident_bytes(self) -> int:
+        """The most resident memory the server process has had (VmHWM), in bytes. Linux only."""
+        return self._memory_status("VmHWM")
+
+    def _memory_status(self, key: str) -> int:
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("the server process is not running")
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name == key:
+                return int(value.split()[0]) * 1024  # the kernel counts in kB
+        raise RuntimeError(f"/proc/{self.process.pid}/status has no {key}")
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         request = urllib.request.Request(self.url + path, data=body, method=method)
@@ -229,3 +273,16 @@ class JupyterLabProcess(JupyterServerProcess):
             "--LabApp.news_url=",
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         ]
+
+
+class FileModeBoundServerProcess(JupyterServerProcess):
+    """`jupyter server` bound by file modes even when the tests run as root: it runs without CAP_DAC_OVERRIDE, so that
+    a folder made read-only is read-only to it too."""
+
+    def _command(self) -> list[str]:
+        command = super()._command()
+        if os.geteuid() != 0:
+            return command
+        if shutil.which("setpriv") is None:
+            raise RuntimeError("running as root, the server can only be bound by file modes through setpriv")
+        return ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_override", *command]

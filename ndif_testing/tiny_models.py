@@ -60,7 +60,7 @@ def build_llama(folder: Path, layers: int = 4, width: int = 64, seed: int = 0) -
         intermediate_size=width * 2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=2048,
         vocab_size=len(tokenizer),
         **_special_tokens(tokenizer),
     )

@@ -49,6 +49,10 @@ def jp_server_config(gpt2_dir, llama_dir, tmp_path, gateway_settings):
     }
 
 
+LONG = 2000
+"""New tokens of a generation long enough to be stopped while it runs (within the tiny Llama's 2,048 positions)."""
+
+
 def generate(model: Model, device_map: str, tokens: int = 3, repeat: int = 0):
     """Generate on `model`; saves the last layer, and with `repeat`, a tensor of `repeat` copies of it."""
     layers = model.transformer.h if hasattr(model.config, "n_layer") else model.model.layers
@@ -59,13 +63,17 @@ def generate(model: Model, device_map: str, tokens: int = 3, repeat: int = 0):
     return block.output, saved.value
 
 
-async def started_job(jp_fetch, before: int) -> dict:
-    """The job after the first `before` ones, once its worker has begun the forward passes."""
-    while True:
+async def started_job(jp_fetch, before: int, sending: asyncio.Future) -> dict:
+    """The job after the first `before` ones, once its worker has begun the forward passes; the error of `sending`
+    (the block that sends it) if it ended first."""
+    for _ in range(1200):
         jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
         if len(jobs) > before and jobs[before]["step"] >= 1:
             return jobs[before]
+        if sending.done():
+            sending.result()
         await asyncio.sleep(0.1)
+    raise AssertionError("the job did not start within 120 s")
 
 
 async def kernel_pid(gateway, server, model: Model) -> int:
@@ -108,8 +116,8 @@ async def test_a_killed_kernel_fails_its_job_and_the_next_job_gets_a_fresh_one(j
 
     pid = await kernel_pid(gateway, server, llama)  # asked while idle: a busy kernel answers only after its job
     before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
-    running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", 4000))
-    await started_job(jp_fetch, before)
+    running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", LONG))
+    await started_job(jp_fetch, before, running)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(NDIFError, match="the gateway kernel died"):
         await running
@@ -126,13 +134,13 @@ async def test_cancel_interrupts_the_gateway_kernel_which_stays_warm(jp_fetch, s
     await asyncio.to_thread(generate, llama, "server")
     kernel = server.runner.kernel_id(llama.name)
     before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
-    running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", 4000))
-    job = await started_job(jp_fetch, before)
+    running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", LONG))
+    job = await started_job(jp_fetch, before, running)
     await jp_fetch("ndif", "api", "jobs", job["id"], method="DELETE")
     with pytest.raises(NDIFError, match="cancelled"):
         await running
     job = json.loads((await jp_fetch("ndif", "api", "jobs", job["id"])).body)
-    assert job["status"] == "cancelled" and job["step"] < 4000
+    assert job["status"] == "cancelled" and job["step"] < LONG
     _, remote = await asyncio.to_thread(generate, llama, "server")
     assert torch.equal(remote, generate(llama, "cpu")[1])
     assert server.runner.kernel_id(llama.name) == kernel, "the same warm kernel serves the next job"

@@ -3,9 +3,9 @@
 Rooms, bottom to top (a room may import only rooms below it, and rooms on one level do not import each other):
 
     0  ir                                   the graph, nested values, source lines, a run's result
-    1  errors, operations                   what goes wrong; the allowlist of operations
-    2  loading                              checkpoints, LoadedModel
-    3  tracing | execution | protocol       recording graphs | running them | encoding them
+    1  errors, operations, indexing                what goes wrong; the allowlist of operations
+    2  loading                              checkpoints, LoadedModel, the shape oracle
+    3  tracing | execution | protocol       recording graphs | running them | encoding and admitting them
     4  client                               the server's REST API from a kernel
     5  runners                              where a graph runs (this process, a server)
     6  model                                the user's Model
@@ -33,6 +33,7 @@ RANKS = {
     "ndif_jupyter.ir": 0,
     "ndif_jupyter.errors": 1,
     "ndif_jupyter.operations": 1,
+    "ndif_jupyter.indexing": 1,
     "ndif_jupyter.loading": 2,
     "ndif_jupyter.tracing": 3,
     "ndif_jupyter.execution": 3,

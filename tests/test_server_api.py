@@ -14,6 +14,7 @@ from tornado.httpclient import HTTPClientError
 
 from ndif_jupyter import ExecutionError, Model
 from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
+from ndif_jupyter.errors import NDIFError
 from ndif_jupyter.protocol.container import CONTENT_TYPE, pack, unpack
 from ndif_jupyter.protocol.request import encode_request
 from ndif_jupyter.protocol.result import decode_result
@@ -135,14 +136,27 @@ async def test_an_error_while_running_comes_back_with_the_users_line(jp_fetch, s
     def block():
         with gpt2.trace(PROMPT, device_map="server"):
             h = gpt2.transformer.h[1].output
-            h[:, torch.tensor([100])].save()  # out of range only with real values
+            far = (h[0, :1, 0] * 0 + 100).long()
+            h[:, far].save()  # out of range only with real values
 
     with pytest.raises(ExecutionError) as caught:
         await asyncio.to_thread(block)
-    assert "IndexError" in str(caught.value)
+    assert "index 100 is out of range for dimension 1" in str(caught.value)
     assert caught.value.source is not None and "out of range only with real values" in caught.value.source.line
     jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
     assert jobs[-1]["status"] == "error" and jobs[-1]["error"]["type"] == "ExecutionError"
+    assert jobs[-1]["error"]["phase"] == "running"
+
+
+async def test_a_constant_index_out_of_range_is_refused_before_anything_runs(jp_fetch, server, gpt2):
+    def block():
+        with gpt2.trace(PROMPT, device_map="server"):
+            gpt2.transformer.h[1].output[:, torch.tensor([100])].save()
+
+    jobs_before = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
+    with pytest.raises(NDIFError, match=r"refused the graph: .*recorded at line \d+\): index 100 is out of range"):
+        await asyncio.to_thread(block)
+    assert json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"] == jobs_before
 
 
 @pytest.mark.parametrize("headers", [{"Authorization": ""}, {"Authorization": "token wrong"}])
@@ -228,7 +242,7 @@ def _forward_ref(document):
     "change, message",
     [
         (_set_op(1, "os.system"), "`os.system` is not an operation this server allows"),
-        (_set_op(1, 42), "nodes/1/op: 42 is not of type 'string'"),
+        (_set_op(1, 42), "nodes/1/op: must be string"),
         (_set_path("transformer.h.9"), "the model has no module `transformer.h.9`"),
         (_set("model", "gpt2-xl"), "the model 'gpt2-xl' is not served here"),
         (_set("version", 7), "format version 7 is not supported"),
@@ -236,7 +250,6 @@ def _forward_ref(document):
         (_set_option("custom_generate", "org/code"), "the option 'custom_generate' is not allowed"),
         (_set("invokes", [[[1, 2]]] * 5), "the batch has 5 prompts, over this server's limit of 4"),
         (_set("invokes", [[[10**6]]]), "past the model's vocabulary"),
-        (_set("saved_bytes", 5_000_000), "over this server's limit of 4.0 MB"),
         (_forward_ref, "it reads node 5, which is not an earlier node"),
     ],
 )
@@ -255,9 +268,10 @@ async def test_a_request_outside_the_rules_gets_400_naming_the_problem(jp_fetch,
     [
         (b"", "shorter than its 8-byte header length"),
         (b"\xff" * 64, "header length is past its end"),
-        (pack({"format": "ndif.request"}, {}), "does not follow the format"),
+        (pack({"format": "ndif.request"}, {}), "the request names no model"),
+        (pack({"format": "ndif.request", "model": "x"}, {}), "the model 'x' is not served here"),
         (b"\x02\x00\x00\x00\x00\x00\x00\x00{}", "has no 'ndif' entry"),
-        (_container_with_metadata("{not json"), "the 'ndif' metadata entry is not JSON"),
+        (_container_with_metadata("{not json"), "the 'ndif' document is not JSON"),
         (b"\x05\x00\x00\x00\x00\x00\x00\x00{oops", "the safetensors header is not JSON"),
     ],
 )
@@ -266,6 +280,19 @@ async def test_a_malformed_body_gets_400(jp_fetch, server, body, message):
         await jp_fetch("ndif", "api", "jobs", method="POST", body=body)
     assert caught.value.code == 400
     assert message in json.loads(caught.value.response.body)["message"]
+
+
+async def test_a_job_saving_over_the_limit_is_refused_before_it_runs(jp_fetch, server, gpt2):
+    with gpt2.trace(PROMPT) as block:
+        gpt2.transformer.h[0].output[0].repeat(1, 1, 4000).save()
+    graph = block.graph()
+    graph.saved_bytes = 0  # what a request declares is not what the server counts
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("ndif", "api", "jobs", method="POST", body=encode_request(graph, gpt2.name))
+    assert caught.value.code == 400
+    message = json.loads(caught.value.response.body)["message"]
+    assert "the saved values would be 8.2 MB, over this server's limit of 4.0 MB" in message, message
+    assert json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"] == [], "nothing was queued"
 
 
 async def test_too_many_nodes_are_refused(jp_fetch, server, gpt2):

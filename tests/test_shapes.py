@@ -6,7 +6,7 @@ import torch
 
 from ndif_jupyter import Model
 from ndif_jupyter.ir.nested import leaves
-from ndif_jupyter.tracing.shapes import ShapeOracle, _Chain
+from ndif_jupyter.loading.shapes import ShapeOracle, _Chain
 
 LENGTHS = (3, 5, 8)
 

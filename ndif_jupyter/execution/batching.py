@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..ir.graph import Graph
-from ..ir.nested import map_leaves, zip_map_leaves
+from ..ir.nested import leaves, map_leaves, zip_map_leaves
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,17 @@ def narrow(value: Any, shapes: list, span: Span) -> Any:
         return leaf
 
     return map_leaves(cut, value)
+
+
+def shape_mismatch(value: Any, shapes: list) -> str | None:
+    """How a module value differs from the shapes a request declares for its leaves, or None when it matches."""
+    found = leaves(value)
+    if len(found) != len(shapes):
+        return f"the module's value has {len(found)} parts where the request declares {len(shapes)}"
+    for leaf, want in zip(found, shapes):
+        if isinstance(leaf, torch.Tensor) and (want is None or list(leaf.shape) != want):
+            return f"the model gave shape {list(leaf.shape)} where the request declares {want}"
+    return None
 
 
 def replace(current: Any, new: Any, shapes: list, span: Span) -> Any:

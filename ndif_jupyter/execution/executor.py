@@ -15,12 +15,14 @@ from typing import Any, Literal, cast
 import torch
 
 from ..errors import ExecutionError, NDIFError
+from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref
-from ..ir.nested import any_leaf, first_input, map_leaves
+from ..ir.nested import any_leaf, first_input, map_leaves, value_bytes
 from ..ir.result import ExecutionResult
 from ..operations import OPERATIONS
-from .batching import Span, build_inputs, narrow, position_ids_from, replace
+from .batching import Span, build_inputs, narrow, position_ids_from, replace, shape_mismatch
 from .diagnostics import EventKey, display, event_text, raised_at, unfinished_nodes
+from .guard import RunGuard
 from .modules import forward_parameters, submodule
 from .scheduler import Scheduler
 
@@ -29,13 +31,19 @@ _GETTERS: dict[str, Phase] = {"module.output": "post", "module.input": "pre", "m
 _SETTERS: dict[str, Phase] = {"module.set_output": "post", "module.set_input": "pre", "module.set_inputs": "pre"}
 
 
-def execute(graph: Graph, model: torch.nn.Module, on_forward: Callable[[int], None] | None = None) -> ExecutionResult:
+def execute(
+    graph: Graph,
+    model: torch.nn.Module,
+    on_forward: Callable[[int], None] | None = None,
+    guard: RunGuard | None = None,
+) -> ExecutionResult:
     """Run `graph` on `model` (a Hugging Face causal LM with its weights loaded) and collect the saved values.
 
     `on_forward(n)`, when given, is called before the model's n-th forward pass (1 for a trace, one per generated
-    token): a place to report progress, or to stop the run by raising an NDIFError such as RunCancelled.
+    token): a place to report progress. `guard`, when given, is checked before every node and every forward pass
+    (to cancel the run or end it at a deadline) and told the bytes the graph's values hold.
     """
-    return _Run(graph, model, on_forward).run()
+    return _Run(graph, model, on_forward, guard).run()
 
 
 def saved_copy(value: Any) -> Any:
@@ -59,10 +67,17 @@ class _EventState:
 
 
 class _Run:
-    def __init__(self, graph: Graph, model: torch.nn.Module, on_forward: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        graph: Graph,
+        model: torch.nn.Module,
+        on_forward: Callable[[int], None] | None = None,
+        guard: RunGuard | None = None,
+    ):
         self.graph = graph
         self.model = model
         self.on_forward = on_forward
+        self.guard = guard or RunGuard()
         self.passes = 0
         self.nodes = graph.nodes
         self.device = cast(Any, model).get_input_embeddings().weight.device
@@ -79,16 +94,20 @@ class _Run:
                 self.events.setdefault(key, []).append(node.id)
                 self.event_of[node.id] = key
         self.spans: list[Span] = []
+        self.placed: dict[int, torch.Tensor] = {}
         self.constants = {node.id: self._place_constants(node) for node in self.nodes}
         self.active: tuple[EventKey, _EventState] | None = None
         self.fired: set[EventKey] = set()
         self.step = 0
         self.forward_calls = 0
         self.suspended = False
+        self.held = sum(value_bytes(tensor) for tensor in self.placed.values())
 
     # ----- the run -----
     def run(self) -> ExecutionResult:
         started = time.perf_counter()
+        self.guard.start()
+        self.guard.hold(self.held)
         input_ids, attention_mask, self.spans = build_inputs(self.graph, self.device)
         handles = self._register_hooks()
         output_ids = None
@@ -142,7 +161,7 @@ class _Run:
         return sequences.detach().to("cpu")
 
     def _register_hooks(self) -> list:
-        handles = []
+        handles = [self.model.register_forward_pre_hook(self._check_forward)]
         if self.on_forward is not None:
             handles.append(self.model.register_forward_pre_hook(self._report_forward))
         if self.graph.kind == "generate":
@@ -154,6 +173,10 @@ class _Run:
             else:
                 handles.append(module.register_forward_hook(self._post_hook(path), with_kwargs=True))
         return handles
+
+    def _check_forward(self, module, args):
+        if not self.suspended:
+            self.guard.check()
 
     def _report_forward(self, module, args):
         if not self.suspended and self.on_forward is not None:
@@ -212,19 +235,21 @@ class _Run:
 
     def _run_node(self, node_id: int) -> None:
         node = self.nodes[node_id]
+        self.guard.check()
         try:
             if node.id in self.event_of:
                 value = self._module_event(node)
             elif node.op == "module.call":
                 value = self._call_module(node)
             else:
-                args, kwargs = self.constants[node.id]
-                value = OPERATIONS[node.op](*self._resolve(args), **self._resolve(kwargs))
+                value = self._operation(node)
         except NDIFError:
             raise
         except Exception as error:
             raise ExecutionError(f"`{display(node)}` failed: {type(error).__name__}: {error}", node.source) from None
         self.values[node_id] = value
+        self.held += value_bytes(value)
+        self.guard.hold(self.held)
         released, ready = self.scheduler.complete(node_id)
         for done_with in released:
             self._release(done_with)
@@ -234,10 +259,22 @@ class _Run:
             if event is None or event == active_key:
                 self.scheduler.push(reader)
 
+    def _operation(self, node: Node) -> Any:
+        args, kwargs = self.constants[node.id]
+        args, kwargs = self._resolve(args), self._resolve(kwargs)
+        if node.op in INDEXING_OPS:
+            problem = index_problem(node.op, args, kwargs)
+            if problem:
+                raise ExecutionError(f"`{display(node)}` cannot run: {problem}.", node.source)
+        return OPERATIONS[node.op](*args, **kwargs)
+
     def _release(self, node_id: int) -> None:
         value = self.values.pop(node_id, None)
+        size = value_bytes(value)
+        self.held -= size
         if self.nodes[node_id].saved:
             self.saved[node_id] = saved_copy(value)
+            self.held += size
 
     def _module_event(self, node: Node) -> Any:
         key = self.event_of[node.id]
@@ -245,15 +282,18 @@ class _Run:
             raise ExecutionError(f"`{display(node)}` ran outside {event_text(key)}.", node.source)
         state = self.active[1]
         span = self.spans[node.args[1]]
-        if node.op == "module.output" and span.whole:
-            return state.value
         shapes = node.kwargs["shapes"]
-        if node.op == "module.output":
-            return narrow(state.value, shapes, span)
-        if node.op == "module.inputs":
-            return narrow(state.value, shapes, span)
-        if node.op == "module.input":
-            return narrow(first_input(*state.value), shapes, span)
+        if node.op in _GETTERS:
+            value = state.value if node.op != "module.input" else first_input(*state.value)
+            value = narrow(value, shapes, span)
+            problem = shape_mismatch(value, shapes)
+            if problem:
+                raise ExecutionError(
+                    f"`{display(node)}`: {problem}.",
+                    node.source,
+                    "The request was recorded for another model or version; record the block again.",
+                )
+            return value
         new_value = self._resolve(self.constants[node.id][0][3])
         try:
             if node.op == "module.set_output":
@@ -270,12 +310,16 @@ class _Run:
         return None
 
     def _call_module(self, node: Node) -> Any:
+        self.guard.check()
         path, call_args, call_kwargs = self.constants[node.id][0]
         module = submodule(self.model, path)
         device = next((p.device for p in module.parameters()), self.device)
         to_device = lambda leaf: leaf.to(device) if isinstance(leaf, torch.Tensor) else leaf  # noqa: E731
         args = map_leaves(to_device, self._resolve(call_args))
         kwargs = map_leaves(to_device, self._resolve(call_kwargs))
+        problem = embedding_problem(module, args)
+        if problem:
+            raise ExecutionError(f"`{display(node)}` cannot run: {problem}.", node.source)
         self.suspended = True
         try:
             return module(*args, **kwargs)
@@ -290,9 +334,11 @@ class _Run:
 
     def _place_constants(self, node: Node) -> tuple[tuple, dict]:
         def place(leaf: Any) -> Any:
-            if isinstance(leaf, torch.Tensor) and leaf.device != self.device:
-                return leaf.to(self.device)
-            return leaf
+            if not isinstance(leaf, torch.Tensor):
+                return leaf
+            if id(leaf) not in self.placed:
+                self.placed[id(leaf)] = leaf.to(self.device) if leaf.device != self.device else leaf
+            return self.placed[id(leaf)]
 
         if node.op in _GETTERS:
             return node.args, node.kwargs

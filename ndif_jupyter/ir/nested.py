@@ -143,3 +143,10 @@ def first_input(args: tuple, kwargs: dict) -> Any:
     if args:
         return args[0]
     return next(iter(kwargs.values()))
+
+
+def value_bytes(value: Any) -> int:
+    """The bytes of the tensors in a value, each counted as its own elements (views as if they were copies)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    return sum(leaf.numel() * leaf.element_size() for leaf in iter_leaves(value) if isinstance(leaf, torch.Tensor))

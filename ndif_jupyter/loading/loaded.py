@@ -14,6 +14,7 @@ import torch
 
 from ..errors import NDIFError, first_line
 from .checkpoints import DEFAULT_MODEL, checkpoint_dir, hub_reachable, resolve
+from .shapes import ShapeOracle
 
 
 class LoadedModel:
@@ -59,6 +60,7 @@ class LoadedModel:
             meta_model = AutoModelForCausalLM.from_config(config, dtype=self.dtype, **extra)
         meta_model.eval()
         self.meta_model: torch.nn.Module = meta_model
+        self.shapes = ShapeOracle(meta_model)
         self.local_model: torch.nn.Module | None = None
         self.device_map: Any = None
         self._lock = threading.RLock()

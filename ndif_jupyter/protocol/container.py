@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ProtocolError
+from .bounds import load_json
+from .limits import MAX_DIMENSIONS, MAX_STRING, MAX_TENSORS, quote
 
 METADATA_KEY = "ndif"
 CONTENT_TYPE = "application/vnd.ndif+safetensors"
@@ -32,6 +35,7 @@ DTYPE_CODES = {
     torch.bool: "BOOL",
 }
 _CODE_DTYPES = {code: dtype for dtype, code in DTYPE_CODES.items()}
+_LARGEST_SIZE = 2**40
 
 
 def pack(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
@@ -52,28 +56,33 @@ def pack_to_file(document: dict[str, Any], tensors: dict[str, torch.Tensor], pat
     return path.stat().st_size
 
 
-def unpack(data: bytes | bytearray | memoryview) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def unpack(
+    data: bytes | bytearray | memoryview,
+    max_items: int = 10_000_000,
+    first: Callable[[Any], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """The JSON document and the tensors of a message (views of `data` when it is writable); ProtocolError when it
-    is not one."""
+    is not one. Nothing in it is parsed without a bound: `max_items` caps the values of the document; `first`
+    checks the parsed document before its bounds are walked (see `bounds.load_json`)."""
     buffer = data if isinstance(data, bytearray) else bytearray(data)
     if len(buffer) < 8:
         raise ProtocolError("the body is not a safetensors container: it is shorter than its 8-byte header length")
     header_length = int.from_bytes(buffer[:8], "little")
     if header_length > len(buffer) - 8:
         raise ProtocolError("the body is not a safetensors container: its header length is past its end")
-    try:
-        header = json.loads(bytes(buffer[8 : 8 + header_length]))
-    except ValueError as error:
-        raise ProtocolError(f"the safetensors header is not JSON: {error}") from None
+    header = load_json(
+        bytes(buffer[8 : 8 + header_length]), "the safetensors header", MAX_TENSORS * 8 + 16, max_string=header_length
+    )
     if not isinstance(header, dict):
         raise ProtocolError("the safetensors header must be a JSON object")
+    if any(len(name) > MAX_STRING for name in header):
+        raise ProtocolError(f"the container names a tensor with more than {MAX_STRING} characters")
     metadata = header.pop("__metadata__", None)
     if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
         raise ProtocolError(f"the safetensors metadata has no {METADATA_KEY!r} entry holding the JSON document")
-    try:
-        document = json.loads(metadata[METADATA_KEY])
-    except ValueError as error:
-        raise ProtocolError(f"the {METADATA_KEY!r} metadata entry is not JSON: {error}") from None
+    if len(header) > MAX_TENSORS:
+        raise ProtocolError(f"the container has {len(header)} tensors; at most {MAX_TENSORS} are allowed")
+    document = load_json(metadata[METADATA_KEY], f"the {METADATA_KEY!r} document", max_items, first=first)
     if not isinstance(document, dict):
         raise ProtocolError(f"the {METADATA_KEY!r} metadata entry must be a JSON object")
     start = 8 + header_length
@@ -111,17 +120,30 @@ def _bytes_of(tensor: torch.Tensor) -> memoryview:
     return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]  # an ndarray is a buffer
 
 
+def _integer(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError("not an integer")
+    return value
+
+
 def _tensor(name: str, entry: Any, buffer: bytearray, start: int) -> torch.Tensor:
     try:
         dtype = _CODE_DTYPES[entry["dtype"]]
-        shape = [int(size) for size in entry["shape"]]
-        begin, end = (int(offset) for offset in entry["data_offsets"])
+        shape = [_integer(size) for size in entry["shape"]]
+        begin, end = (_integer(offset) for offset in entry["data_offsets"])
     except (KeyError, TypeError, ValueError):
-        raise ProtocolError(f"the tensor {name!r} has no valid dtype, shape and data_offsets") from None
+        raise ProtocolError(f"the tensor {quote(name)} has no valid dtype, shape and data_offsets") from None
+    if len(shape) > MAX_DIMENSIONS or not all(0 <= size <= _LARGEST_SIZE for size in shape):
+        raise ProtocolError(
+            f"the tensor {quote(name)} has shape {quote(str(shape))}: at most {MAX_DIMENSIONS} dimensions, each at "
+            f"most {_LARGEST_SIZE}"
+        )
     element = torch.empty((), dtype=dtype).element_size()
     count = math.prod(shape)
-    if min(shape, default=0) < 0 or end - begin != count * element or not 0 <= begin <= end <= len(buffer) - start:
-        raise ProtocolError(f"the tensor {name!r}: its shape, dtype and byte range do not agree with the container")
+    if end - begin != count * element or not 0 <= begin <= end <= len(buffer) - start:
+        raise ProtocolError(
+            f"the tensor {quote(name)}: its shape, dtype and byte range do not agree with the container"
+        )
     if count == 0:
         return torch.empty(shape, dtype=dtype)
     offset = start + begin

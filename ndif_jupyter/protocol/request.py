@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..ir.graph import Graph, Invoke, Node
 from ..ir.source import Source
 from .container import pack, unpack
@@ -30,10 +32,15 @@ def encode_request(graph: Graph, model: str) -> bytes:
     return pack(document, table.tensors)
 
 
-def decode_request(data: bytes) -> tuple[str, Graph]:
+def decode_request(data: bytes | bytearray) -> tuple[str, Graph]:
     """The model name and the graph of a request; ProtocolError naming the problem when it is malformed."""
     document, tensors = unpack(data)
     check_document(document, "request")
+    return document["model"], graph_from_document(document, tensors)
+
+
+def graph_from_document(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
+    """The graph of a request document that follows the schema (and so has a bounded depth)."""
     options = decode_value({"dict": document["options"]}, tensors, "options")
     nodes = []
     for index, entry in enumerate(document["nodes"]):
@@ -49,7 +56,7 @@ def decode_request(data: bytes) -> tuple[str, Graph]:
                 entry["saved"],
             )
         )
-    graph = Graph(
+    return Graph(
         document["kind"],
         nodes,
         [Invoke([list(row) for row in rows]) for rows in document["invokes"]],
@@ -57,7 +64,6 @@ def decode_request(data: bytes) -> tuple[str, Graph]:
         document["pad_token_id"],
         document["saved_bytes"],
     )
-    return document["model"], graph
 
 
 def _encode_node(node: Node, table: TensorTable) -> dict[str, Any]:

@@ -7,7 +7,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
+
 from ..errors import ProtocolError
+from .limits import cut
 
 FORMAT_VERSION = 1
 SCHEMA_DIR = Path(__file__).parent
@@ -20,19 +23,22 @@ def schema(kind: str) -> dict[str, Any]:
 
 @cache
 def _validator(kind: str):
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(schema(kind))
+    """The schema compiled to a checking function (tens of microseconds a node, where an interpreter takes a
+    millisecond)."""
+    return fastjsonschema.compile(schema(kind))
 
 
 def check_document(document: dict[str, Any], kind: str) -> None:
-    """Raise ProtocolError naming the first place where `document` does not follow its schema."""
+    """Raise ProtocolError naming the first place where `document` does not follow its schema.
+
+    Call it on documents whose depth is bounded (`bounds.check_bounds`): the check recurses into nested values.
+    """
     version = document.get("version")
     if isinstance(version, int) and not isinstance(version, bool) and version != FORMAT_VERSION:
         raise ProtocolError(f"format version {version} is not supported: this side speaks version {FORMAT_VERSION}")
-    from jsonschema.exceptions import best_match
-
-    error = best_match(_validator(kind).iter_errors(document))
-    if error is not None:
-        where = "/".join(str(part) for part in error.absolute_path) or "the document"
-        raise ProtocolError(f"the {kind} does not follow the format at {where}: {error.message}")
+    try:
+        _validator(kind)(document)
+    except fastjsonschema.JsonSchemaValueException as error:
+        where = "/".join(str(part) for part in error.path[1:]) or "the document"
+        rule = error.message.removeprefix(error.name or "").strip()
+        raise ProtocolError(f"the {kind} does not follow the format at {cut(where)}: {cut(rule, 160)}") from None

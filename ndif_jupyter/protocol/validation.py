@@ -1,9 +1,9 @@
-"""What a server checks in a decoded graph before it runs anything: allowlisted operations and options, module
-paths that exist, references, token ids, and its limits."""
+"""What a server checks in a request before it runs anything: its sizes (before the schema), allowlisted operations
+and options with their values, module paths that exist, references, token ids, and its limits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Any, TypeGuard, cast
 
 import torch
@@ -11,6 +11,7 @@ import torch
 from ..errors import ProtocolError
 from ..ir.graph import Graph, Node, iter_refs
 from ..operations import MODULE_EVENTS, OPERATIONS
+from .limits import MAX_DIMENSIONS, Limits, cut, quote
 
 TRACE_OPTIONS = frozenset({"output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"})
 GENERATE_OPTIONS = TRACE_OPTIONS | frozenset(
@@ -43,32 +44,40 @@ GENERATE_OPTIONS = TRACE_OPTIONS | frozenset(
 _MODULE_VALUE_EVENTS = MODULE_EVENTS - {"module.call"}
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask of a server."""
-
-    max_nodes: int = 20_000
-    max_new_tokens: int = 512
-    max_batch_size: int = 64
-    max_prompt_tokens: int = 8192
-    max_result_bytes: int = 2 * 1024**3
+def check_sizes(document: Any, limits: Limits) -> None:
+    """The limits a request document can be held to before its schema is checked: the number of nodes, prompts
+    and tokens, and new tokens. Anything not shaped as expected is left to the schema."""
+    if not isinstance(document, dict):
+        return
+    nodes = document.get("nodes")
+    if isinstance(nodes, list) and len(nodes) > limits.max_nodes:
+        raise ProtocolError(f"the graph has {len(nodes)} nodes, over this server's limit of {limits.max_nodes}")
+    invokes = document.get("invokes")
+    if isinstance(invokes, list):
+        rows = [row for invoke in invokes if isinstance(invoke, list) for row in invoke]
+        if len(rows) > limits.max_batch_size:
+            raise ProtocolError(
+                f"the batch has {len(rows)} prompts, over this server's limit of {limits.max_batch_size}"
+            )
+        longest = max((len(row) for row in rows if isinstance(row, list)), default=0)
+        if longest > limits.max_prompt_tokens:
+            raise ProtocolError(
+                f"a prompt has {longest} tokens, over this server's limit of {limits.max_prompt_tokens}"
+            )
+    options = document.get("options")
+    steps = options.get("max_new_tokens") if isinstance(options, dict) else None
+    if _is_int(steps) and steps > limits.max_new_tokens:
+        raise ProtocolError(f"max_new_tokens={steps} is over this server's limit of {limits.max_new_tokens}")
 
 
 def validate_graph(graph: Graph, meta_model: torch.nn.Module, limits: Limits) -> None:
     """Raise ProtocolError naming the first thing in `graph` that the server will not run on `meta_model`."""
     _check_size(graph, limits)
-    _check_inputs(graph, cast(Any, meta_model).get_input_embeddings().num_embeddings, limits)
-    steps = _check_options(graph, limits)
+    vocabulary = cast(Any, meta_model).get_input_embeddings().num_embeddings
+    _check_inputs(graph, vocabulary, limits)
+    steps = _check_options(graph, limits, vocabulary)
     for node in graph.nodes:
         _check_node(node, graph, meta_model, steps)
-    output_bytes = (
-        graph.batch_size * (max(i.length for i in graph.invokes) + steps) * 8 if graph.kind == "generate" else 0
-    )
-    if graph.saved_bytes + output_bytes > limits.max_result_bytes:
-        raise ProtocolError(
-            f"the saved values would be {_megabytes(graph.saved_bytes + output_bytes)}, over this server's limit of "
-            f"{_megabytes(limits.max_result_bytes)}; save less (for example one position: `.output[:, -1]`)"
-        )
 
 
 def _check_size(graph: Graph, limits: Limits) -> None:
@@ -94,12 +103,15 @@ def _check_inputs(graph: Graph, vocabulary: int, limits: Limits) -> None:
         raise ProtocolError(f"pad_token_id {graph.pad_token_id} is past the model's vocabulary ({vocabulary})")
 
 
-def _check_options(graph: Graph, limits: Limits) -> int:
-    """Check the options; returns how many generation steps the run has."""
+def _check_options(graph: Graph, limits: Limits, vocabulary: int) -> int:
+    """Check the options and their values; returns how many generation steps the run has."""
     allowed = GENERATE_OPTIONS if graph.kind == "generate" else TRACE_OPTIONS
-    for key in graph.options:
+    for key, value in graph.options.items():
         if key not in allowed:
-            raise ProtocolError(f"the option {key!r} is not allowed for a {graph.kind} on this server")
+            raise ProtocolError(f"the option {quote(key)} is not allowed for a {graph.kind} on this server")
+        problem = _option_problem(key, value, vocabulary)
+        if problem:
+            raise ProtocolError(f"the option {key}={quote(value, 80)}: {problem}")
     for key in ("num_beams", "num_return_sequences"):
         if graph.options.get(key) not in (None, 1):
             raise ProtocolError(f"{key} must be 1: it changes the batch during generation")
@@ -110,45 +122,111 @@ def _check_options(graph: Graph, limits: Limits) -> int:
         raise ProtocolError("a generate request needs max_new_tokens, a positive integer")
     if steps > limits.max_new_tokens:
         raise ProtocolError(f"max_new_tokens={steps} is over this server's limit of {limits.max_new_tokens}")
+    least = graph.options.get("min_new_tokens", 0)
+    if _is_int(least) and least > steps:
+        raise ProtocolError(f"min_new_tokens={least} is more than max_new_tokens={steps}")
     return steps
 
 
+_FLAG_OPTIONS = frozenset(
+    {
+        "output_attentions",
+        "output_hidden_states",
+        "use_cache",
+        "do_sample",
+        "renormalize_logits",
+        "remove_invalid_values",
+    }
+)
+_COUNT_OPTIONS = {"logits_to_keep": 0, "max_new_tokens": 1, "min_new_tokens": 0, "top_k": 0, "no_repeat_ngram_size": 0}
+_COUNT_OPTIONS.update({"num_beams": 1, "num_return_sequences": 1})
+_NUMBER_OPTIONS = {
+    "temperature": (0.0, math.inf, False),
+    "top_p": (0.0, 1.0, True),
+    "min_p": (0.0, 1.0, True),
+    "typical_p": (0.0, 1.0, True),
+    "epsilon_cutoff": (0.0, 1.0, True),
+    "eta_cutoff": (0.0, 1.0, True),
+    "repetition_penalty": (0.0, math.inf, False),
+    "length_penalty": (-math.inf, math.inf, True),
+}
+_TOKEN_OPTIONS = frozenset({"forced_bos_token_id", "forced_eos_token_id"})
+_TOKEN_LIST_OPTIONS = frozenset({"suppress_tokens", "begin_suppress_tokens"})
+_LONGEST_OPTION_LIST = 65_536
+_LARGEST_SIZE = 2**40
+
+
+def _option_problem(key: str, value: Any, vocabulary: int) -> str | None:
+    """What is wrong with one option's value, or None."""
+    if key in _FLAG_OPTIONS:
+        return None if isinstance(value, bool) else "it must be true or false"
+    if key in _COUNT_OPTIONS:
+        least = _COUNT_OPTIONS[key]
+        return None if _is_int(value) and value >= least else f"it must be an integer of at least {least}"
+    if key in _NUMBER_OPTIONS:
+        low, high, closed = _NUMBER_OPTIONS[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return "it must be a finite number"
+        inside = (low <= value <= high) if closed else (low < value <= high)
+        return None if inside else f"it must be between {low} and {high}"
+    if key in _TOKEN_OPTIONS:
+        return _token_problem([value], vocabulary)
+    if key == "eos_token_id":
+        return _token_problem(value if isinstance(value, list) else [value], vocabulary)
+    if key in _TOKEN_LIST_OPTIONS:
+        return _token_problem(value, vocabulary) if isinstance(value, list) else "it must be a list of token ids"
+    if key == "bad_words_ids":
+        if not isinstance(value, list) or not value or not all(isinstance(words, list) and words for words in value):
+            return "it must be a list of non-empty lists of token ids"
+        return _token_problem([token for words in value for token in words], vocabulary)
+    return None
+
+
+def _token_problem(tokens: Any, vocabulary: int) -> str | None:
+    if not isinstance(tokens, list) or len(tokens) > _LONGEST_OPTION_LIST:
+        return f"it must be a list of at most {_LONGEST_OPTION_LIST} token ids"
+    if not all(_is_int(token) and 0 <= token < vocabulary for token in tokens):
+        return f"token ids must be integers from 0 to {vocabulary - 1} (the model's vocabulary)"
+    return None
+
+
 def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: int) -> None:
-    where = _where(node)
+    at = where(node)
     if node.op not in OPERATIONS and node.op not in MODULE_EVENTS:
-        raise ProtocolError(f"{where}: `{node.op}` is not an operation this server allows")
+        raise ProtocolError(f"{at}: `{cut(node.op, 60)}` is not an operation this server allows")
     for ref in iter_refs((node.args, node.kwargs)):
         if not 0 <= ref.id < node.id:
-            raise ProtocolError(f"{where}: it reads node {ref.id}, which is not an earlier node")
+            raise ProtocolError(f"{at}: it reads node {ref.id}, which is not an earlier node")
     if node.op not in MODULE_EVENTS:
         return
     path = node.args[0] if node.args else None
     if not isinstance(path, str):
-        raise ProtocolError(f"{where}: a module event's first argument is the module's path")
+        raise ProtocolError(f"{at}: a module event's first argument is the module's path")
     try:
         meta_model.get_submodule(path)
     except AttributeError:
-        raise ProtocolError(f"{where}: the model has no module `{path}`") from None
+        raise ProtocolError(f"{at}: the model has no module `{cut(path)}`") from None
     if node.op == "module.call":
         if len(node.args) != 3 or not isinstance(node.args[1], tuple) or not isinstance(node.args[2], dict):
-            raise ProtocolError(f"{where}: module.call takes (path, args, kwargs)")
+            raise ProtocolError(f"{at}: module.call takes (path, args, kwargs)")
         return
     if len(node.args) < 3 or not _is_int(node.args[1]) or not _is_int(node.args[2]):
-        raise ProtocolError(f"{where}: a module event takes (path, invoke, step, ...)")
+        raise ProtocolError(f"{at}: a module event takes (path, invoke, step, ...)")
     invoke, step = node.args[1], node.args[2]
     if not 0 <= invoke < len(graph.invokes):
-        raise ProtocolError(f"{where}: invoke {invoke} does not exist (the request has {len(graph.invokes)})")
+        raise ProtocolError(f"{at}: invoke {invoke} does not exist (the request has {len(graph.invokes)})")
     if not 0 <= step < steps:
-        raise ProtocolError(f"{where}: step {step} does not exist (the run has {steps})")
+        raise ProtocolError(f"{at}: step {step} does not exist (the run has {steps})")
     shapes = node.kwargs.get("shapes")
     if not isinstance(shapes, list) or not all(_is_shape(shape) for shape in shapes):
-        raise ProtocolError(f"{where}: a module event needs `shapes`, the traced shape of each leaf of its value")
+        raise ProtocolError(f"{at}: a module event needs `shapes`, the traced shape of each leaf of its value")
     if node.op.startswith("module.set_") and len(node.args) != 4:
-        raise ProtocolError(f"{where}: a module setter takes (path, invoke, step, value)")
+        raise ProtocolError(f"{at}: a module setter takes (path, invoke, step, value)")
 
 
-def _where(node: Node) -> str:
-    text = f"node {node.id} (`{node.op}`"
+def where(node: Node) -> str:
+    """A node as messages name it: its index, operation and the user's line that recorded it."""
+    text = f"node {node.id} (`{cut(node.op, 60)}`"
     if node.source is not None:
         text += f", recorded at line {node.source.lineno}"
     return text + ")"
@@ -159,8 +237,7 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _is_shape(shape: Any) -> bool:
-    return shape is None or (isinstance(shape, list) and all(_is_int(size) and size >= 0 for size in shape))
-
-
-def _megabytes(count: int) -> str:
-    return f"{count / 1e6:.1f} MB"
+    if shape is None:
+        return True
+    sizes_fit = isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS
+    return sizes_fit and all(_is_int(size) and 0 <= size <= _LARGEST_SIZE for size in shape)

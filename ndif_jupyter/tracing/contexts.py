@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TraceError
+from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE
 from .invoker import Invoker
-from .shapes import FORWARD_OPTIONS_FOR_GENERATE
 from .source import user_source
 from .tracer import GraphRunner, Tracer
 

@@ -10,8 +10,8 @@ from ..errors import TraceError
 from ..ir.graph import CONSTANT_TYPES, Ref
 from ..ir.nested import describe, first_input, iter_containers, map_leaves
 from ..ir.source import Source
+from ..loading.shapes import ModuleRecord, to_meta
 from .proxy import Proxy, proxies_in
-from .shapes import ModuleRecord, to_meta
 from .source import user_source
 
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ from typing import Any
 from ..errors import TraceError
 from ..ir.nested import leaf_shapes, zip_map_leaves
 from ..ir.source import Source
+from ..loading.shapes import ModuleRecord, StepRecord, to_meta
 from .conversion import check_assignable, event_value, fresh, invoker_of, meta_of, ready_of, to_graph
 from .envoy import display_path
 from .invoker import Invoker
 from .proxy import Proxy
 from .recording import Recording
-from .shapes import ModuleRecord, StepRecord, to_meta
 from .source import user_source
 
 _GETTER_OPS = {"output": "module.output", "input": "module.input", "inputs": "module.inputs"}

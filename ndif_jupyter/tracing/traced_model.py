@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from ..errors import TraceError
 from ..loading.loaded import LoadedModel
 from .envoy import Envoy
-from .shapes import ShapeOracle
 from .source import user_source
 
 if TYPE_CHECKING:
@@ -20,7 +19,7 @@ class TracedModel:
 
     def __init__(self, loaded: LoadedModel):
         self.loaded = loaded
-        self.shapes = ShapeOracle(loaded.meta_model)
+        self.shapes = loaded.shapes
         self.root = Envoy(self, "", loaded.meta_model)
         self.open_block: Tracer | None = None
         self._lock = threading.Lock()

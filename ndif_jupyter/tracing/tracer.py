@@ -15,6 +15,7 @@ from ..errors import ExecutionError, TraceError
 from ..ir.graph import Graph, Invoke, Node
 from ..ir.nested import leaves
 from ..ir.result import ExecutionResult
+from ..loading.shapes import StepRecord
 from .conversion import (
     plain_options,
 )
@@ -23,7 +24,6 @@ from .module_access import ModuleAccess
 from .proxy import Proxy
 from .record import InvokeTokens, RunRecord
 from .recording import BlockState
-from .shapes import StepRecord
 from .source import user_source
 
 if TYPE_CHECKING:

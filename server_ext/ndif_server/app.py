@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -24,8 +25,9 @@ from traitlets import (
 
 from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
 from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL
-from ndif_jupyter.protocol.validation import Limits
+from ndif_jupyter.protocol.limits import Limits
 
+from .admissions import Admissions
 from .backends.base import Backend
 from .backends.gateway import GatewayBackend, GatewaySettings
 from .backends.local import LocalBackend
@@ -70,6 +72,24 @@ class NDIFServer(ExtensionApp):
     max_batch_size = Integer(64, config=True, help="The most prompts one job may run together.")
     max_prompt_tokens = Integer(8192, config=True, help="The longest prompt, in tokens.")
     keep_jobs = Integer(1000, config=True, help="How many finished jobs (and their results) are kept on disk.")
+    max_request_bytes = Integer(
+        256 * 1024**2, config=True, help="The largest request body; a larger one is refused (413) unread."
+    )
+    max_memory_bytes = Integer(
+        8 * 1024**3,
+        config=True,
+        help="The most memory one job's graph values (constants, intermediates, saved copies) may hold at once, "
+        "computed before it runs and checked while it runs.",
+    )
+    max_job_seconds = Float(600.0, config=True, help="The longest one job may run; it then ends with an error.")
+    max_queued_jobs = Integer(200, config=True, help="The most jobs waiting for one model; more are refused (429).")
+    max_queued_per_user = Integer(
+        32, config=True, help="The most jobs one user may have waiting or running; more are refused (429)."
+    )
+    admission_threads = Integer(2, config=True, help="Threads that check requests before they are queued.")
+    max_admitting = Integer(
+        8, config=True, help="The most requests being checked at once (2 per user); more are refused (429)."
+    )
 
     @default("models")
     def _default_models(self) -> list[str]:
@@ -82,15 +102,25 @@ class NDIFServer(ExtensionApp):
     @property
     def limits(self) -> Limits:
         return Limits(
-            self.max_nodes, self.max_new_tokens, self.max_batch_size, self.max_prompt_tokens, self.max_result_bytes
+            max_nodes=self.max_nodes,
+            max_new_tokens=self.max_new_tokens,
+            max_batch_size=self.max_batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_result_bytes=self.max_result_bytes,
+            max_request_bytes=self.max_request_bytes,
+            max_memory_bytes=self.max_memory_bytes,
+            max_job_seconds=self.max_job_seconds,
         )
 
-    def limits_document(self) -> dict[str, int]:
-        return dataclasses.asdict(self.limits)
+    def limits_document(self) -> dict[str, Any]:
+        document: dict[str, Any] = dataclasses.asdict(self.limits)
+        document.update(max_queued_jobs=self.max_queued_jobs, max_queued_per_user=self.max_queued_per_user)
+        return document
 
     def initialize_settings(self) -> None:
-        self.store = JobStore(Path(self.response_path).expanduser(), keep=self.keep_jobs)
+        self.store = JobStore(Path(self.response_path).expanduser(), keep=self.keep_jobs, log=self.log)
         self.runner = self._make_backend()
+        self.admissions = Admissions(self.admission_threads, self.max_admitting)
         self.settings["ndif"] = self
         self._export_location()
         IOLoop.current().add_callback(self._on_loop_start)
@@ -103,7 +133,7 @@ class NDIFServer(ExtensionApp):
 
     def _make_backend(self) -> Backend:
         if self.backend == "local":
-            return LocalBackend(self.models, self.store, self.device_map, self.max_result_bytes, self.log)
+            return LocalBackend(self.models, self.store, self.device_map, self.limits, self.log)
         if not self.gateway_url:
             raise TraitError("NDIFServer.backend = 'gateway' needs NDIFServer.gateway_url, the Kernel Gateway's URL")
         settings = GatewaySettings(
@@ -128,6 +158,7 @@ class NDIFServer(ExtensionApp):
     async def stop_extension(self) -> None:
         self._stopped = True
         self.runner.shutdown()
+        self.admissions.shutdown()
         for name in (SERVER_URL_ENV, SERVER_TOKEN_ENV):
             os.environ.pop(name, None)
 

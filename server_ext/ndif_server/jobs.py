@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import threading
 import time
 import uuid
@@ -14,6 +15,30 @@ from typing import Any, Literal
 
 JobStatus = Literal["queued", "running", "done", "error", "cancelled"]
 FINISHED: frozenset[JobStatus] = frozenset({"done", "error", "cancelled"})
+# What a finished job keeps whatever a late update says: its outcome and its timings.
+OUTCOME_FIELDS = frozenset({"status", "phase", "step", "result_bytes", "error", "started", "finished"})
+
+
+class StoreUnavailable(Exception):
+    """Job records cannot be written or removed: the response folder is read-only, missing or full.
+
+    `reason` is the error's type and cause, never a path; the message says what to do.
+    """
+
+    def __init__(self, action: str, error: OSError):
+        self.reason = os_error_reason(error)
+        self.message = store_unavailable_message(action, self.reason)
+        super().__init__(self.message)
+
+
+def os_error_reason(error: OSError) -> str:
+    """An OSError's type and cause without the file names it carries, e.g. "PermissionError: permission denied"."""
+    cause = error.strerror or "the file system refused"
+    return f"{type(error).__name__}: {cause[:1].lower()}{cause[1:]}"
+
+
+def store_unavailable_message(action: str, reason: str) -> str:
+    return f"the server cannot {action} job records ({reason}); try again later or tell the server's administrator"
 
 
 @dataclass
@@ -33,6 +58,7 @@ class Job:
     finished: float | None = None
     result_bytes: int = 0
     error: dict[str, Any] | None = None
+    cost: dict[str, int] | None = None
     cancel_requested: bool = field(default=False, repr=False)
 
     def document(self) -> dict[str, Any]:
@@ -55,6 +81,7 @@ class Job:
             "run_seconds": round((self.finished or now) - self.started, 6) if self.started else None,
             "result_bytes": self.result_bytes,
             "error": self.error,
+            "cost": self.cost,
         }
 
     @classmethod
@@ -73,6 +100,7 @@ class Job:
             "finished",
             "result_bytes",
             "error",
+            "cost",
         )
         return cls(**{key: document[key] for key in keys if key in document})
 
@@ -82,29 +110,50 @@ class JobStore:
 
     The `keep` most recent finished jobs are kept; older ones are removed, with their results, as new jobs come.
 
-    Worker threads change jobs through `update`; request handlers wait for a change with `wait_for_change`.
+    Worker threads change jobs through `update`, which saves the record at every change; request handlers wait for a
+    change with `wait_for_change`. When a record cannot be saved, a new job is refused (`StoreUnavailable`) and a
+    running one fails and is asked to stop, so that no job stays "running" for ever.
     Jobs found on disk at start keep their results; those that had not finished are marked as failed.
     """
 
-    def __init__(self, folder: Path, keep: int = 1000):
+    def __init__(self, folder: Path, keep: int = 1000, log: Any = None):
         self.folder = folder
         self.keep = keep
-        folder.mkdir(parents=True, exist_ok=True)
+        self.log = log if log is not None else logging.getLogger("ndif_server")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._save_locks: dict[str, threading.Lock] = {}
+        self._unsaved: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            self.log.error(
+                "ndif: the response folder %s cannot be made (%r); no job can run until it can", folder, error
+            )
         self._load()
 
-    def new(self, model: str, kind: str, steps: int, owner: str) -> Job:
-        job = Job(uuid.uuid4().hex, model, kind, steps, owner)
+    def new(self, model: str, kind: str, steps: int, owner: str, cost: dict[str, int] | None = None) -> Job:
+        """A queued job, saved; StoreUnavailable when its record cannot be written (then no job was made)."""
+        job = Job(uuid.uuid4().hex, model, kind, steps, owner, cost=cost)
         with self._lock:
             self._jobs[job.id] = job
             finished = sorted((j for j in self._jobs.values() if j.status in FINISHED), key=lambda j: j.created)
-        self._save(job)
+        try:
+            self._save(job)
+        except OSError as error:
+            self._forget(job.id)
+            self.log.error(
+                "ndif: a new job's record cannot be written in %s (%r); the job is refused", self.folder, error
+            )
+            raise StoreUnavailable("write", error) from error
+        self._save_unsaved()
         for old in finished[: max(0, len(finished) - self.keep)]:
-            self.remove(old.id)
+            try:
+                self.remove(old.id)
+            except StoreUnavailable:
+                break
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -116,24 +165,38 @@ class JobStore:
             return sorted(self._jobs.values(), key=lambda job: job.created)
 
     def update(self, job: Job, **changes: Any) -> None:
-        """Change a job (from any thread), save it, and wake whoever waits on it, even when saving fails."""
+        """Change a job (from any thread), save it, and wake whoever waits on it, even when saving fails.
+
+        A finished job keeps its outcome: changes of its `OUTCOME_FIELDS` are ignored. When the record cannot be
+        saved, a job that is not finished fails (StoreUnavailable) and is asked to stop; nothing is raised.
+        """
         with self._lock:
+            if job.status in FINISHED and changes.keys() & OUTCOME_FIELDS:
+                self.log.debug("ndif job %s is %s already; ignoring %s", job.id, job.status, changes)
+                changes = {key: value for key, value in changes.items() if key not in OUTCOME_FIELDS}
             for key, value in changes.items():
                 setattr(job, key, value)
+            stale = job.id in self._unsaved
         try:
-            if changes.keys() - {"step"} or job.step in (1, job.steps):
+            if changes or stale:
                 self._save(job)
+        except OSError as error:
+            self._fail_unsaved(job, error)
         finally:
             loop = self._loop
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._wake, job.id)
 
     def remove(self, job_id: str) -> None:
-        with self._lock:
-            self._jobs.pop(job_id, None)
-            self._save_locks.pop(job_id, None)
-        for path in (self.record_path(job_id), self.result_path(job_id)):
-            path.unlink(missing_ok=True)
+        """Remove a job, its record, its result and any partial file of it; StoreUnavailable when a file cannot be
+        removed (then the job is kept, to be removed again later)."""
+        try:
+            for path in self._files_of(job_id):
+                path.unlink(missing_ok=True)
+        except OSError as error:
+            self.log.error("ndif job %s: its files cannot be removed from %s (%r)", job_id, self.folder, error)
+            raise StoreUnavailable("remove", error) from error
+        self._forget(job_id)
 
     def result_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.safetensors"
@@ -170,6 +233,16 @@ class JobStore:
             if not future.done():
                 future.set_result(None)
 
+    def _files_of(self, job_id: str) -> list[Path]:
+        record, result = self.record_path(job_id), self.result_path(job_id)
+        return [record, result, _partial(record), _partial(result)]
+
+    def _forget(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            self._save_locks.pop(job_id, None)
+            self._unsaved.discard(job_id)
+
     def _save(self, job: Job) -> None:
         """Write the job's record whole: saves of one job run one at a time, each writing the state as it starts.
 
@@ -181,7 +254,7 @@ class JobStore:
             with self._lock:
                 document = job.document()
             path = self.record_path(job.id)
-            partial = path.with_name(path.name + ".partial")
+            partial = _partial(path)
             try:
                 partial.write_text(json.dumps(document))
                 partial.replace(path)
@@ -189,15 +262,77 @@ class JobStore:
                 with contextlib.suppress(OSError):
                     partial.unlink(missing_ok=True)
                 raise
+            with self._lock:
+                saved_again = job.id in self._unsaved
+                self._unsaved.discard(job.id)
+        if saved_again:
+            self.log.info("ndif job %s: its record is saved again", job.id)
+
+    def _save_unsaved(self) -> None:
+        """Save the records that could not be saved before, now that saving works again."""
+        with self._lock:
+            unsaved = [self._jobs[job_id] for job_id in self._unsaved if job_id in self._jobs]
+        for job in unsaved:
+            with contextlib.suppress(OSError):
+                self._save(job)
+
+    def _fail_unsaved(self, job: Job, error: OSError) -> None:
+        """After a failed save: fail the job if it is not finished, and ask it to stop; log once until it saves."""
+        with self._lock:
+            first = job.id not in self._unsaved
+            self._unsaved.add(job.id)
+            failing = job.status not in FINISHED
+            if failing:
+                job.error = {
+                    "type": "StoreUnavailable",
+                    "message": store_unavailable_message("write", os_error_reason(error)),
+                    "hint": None,
+                    "source": None,
+                    "phase": job.phase,
+                }
+                job.status, job.phase, job.finished = "error", "failed", time.time()
+                job.cancel_requested = True
+        if first:
+            outcome = "fails and is asked to stop" if failing else f"stays {job.status}"
+            self.log.error(
+                "ndif job %s: its record cannot be saved in %s (%r); the job %s", job.id, self.folder, error, outcome
+            )
 
     def _load(self) -> None:
+        for partial in self.folder.glob("*.partial"):
+            try:
+                partial.unlink()
+            except OSError as error:
+                self.log.warning("ndif: a partial file left by an earlier server cannot be removed (%r)", error)
         for path in self.folder.glob("*.json"):
             try:
                 job = Job.from_document(json.loads(path.read_text()))
-            except (ValueError, TypeError, KeyError):
+            except (OSError, ValueError, TypeError, KeyError):
                 continue
             if job.status not in FINISHED:
-                job.status, job.phase, job.finished = "error", "stopped", time.time()
-                job.error = {"type": "ServerStopped", "message": "the server stopped before the job finished"}
-                self._save(job)
+                _mark_restarted(job)
+                try:
+                    self._save(job)
+                except OSError as error:
+                    self.log.error("ndif job %s: its record cannot be marked as stopped (%r)", job.id, error)
             self._jobs[job.id] = job
+
+
+def _mark_restarted(job: Job) -> None:
+    """A job that was queued or running when the server stopped: failed, with the step it had reached."""
+    passes = "forward pass" if job.steps == 1 else "forward passes"
+    job.error = {
+        "type": "ServerRestarted",
+        "message": (
+            f"the server restarted before the job finished (it had run {job.step} of {job.steps} {passes}); "
+            "run the block again"
+        ),
+        "hint": None,
+        "source": None,
+        "phase": job.phase,
+    }
+    job.status, job.phase, job.finished = "error", "stopped", time.time()
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")

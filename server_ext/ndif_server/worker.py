@@ -11,10 +11,11 @@ import hashlib
 from typing import Any
 
 from ndif_jupyter.execution.executor import execute
+from ndif_jupyter.execution.guard import RunGuard
 from ndif_jupyter.loading.loaded import LoadedModel
-from ndif_jupyter.protocol.request import decode_request
+from ndif_jupyter.protocol.admission import Refusal, admit
+from ndif_jupyter.protocol.limits import Limits
 from ndif_jupyter.protocol.result import check_result_size, encode_result
-from ndif_jupyter.protocol.validation import Limits, validate_graph
 
 COMM_TARGET = "ndif.worker"
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -59,19 +60,25 @@ class Worker:
             self.parts.setdefault(data["job"], []).extend(bytes(buffer) for buffer in message.get("buffers", []))
 
     def run(self, job_id: str) -> None:
-        request = b"".join(self.parts.pop(job_id, []))
+        request = bytearray(b"".join(self.parts.pop(job_id, [])))
+        phase = "validating"
         try:
-            _, graph = decode_request(request)
-            validate_graph(graph, self.model.meta_model, self.limits)
-            result = execute(graph, self.weights, on_forward=lambda step: self._send({"kind": "step", "step": step}))
+            graph = admit(request, lambda name: self.model, self.limits).graph
+            phase = "running"
+            guard = RunGuard(seconds=self.limits.max_job_seconds, max_value_bytes=self.limits.max_memory_bytes)
+            on_forward = lambda step: self._send({"kind": "step", "step": step})  # noqa: E731
+            result = execute(graph, self.weights, on_forward=on_forward, guard=guard)
             check_result_size(result, self.limits.max_result_bytes)
+            phase = "writing result"
             self._send_result(encode_result(result))
         except KeyboardInterrupt:
             self._send({"kind": "cancelled"})
+        except Refusal as refusal:
+            self._send({"kind": "error", "error": _refusal_document(refusal)})
         except Exception as error:
             from .backends.base import error_document
 
-            self._send({"kind": "error", "error": error_document(error)})
+            self._send({"kind": "error", "error": error_document(error, phase)})
 
     def _send_result(self, data: bytes) -> None:
         view = memoryview(data)
@@ -83,3 +90,7 @@ class Worker:
 
     def _send(self, data: dict[str, Any], buffers: list | None = None) -> None:
         self.comm.send(data, buffers=buffers)
+
+
+def _refusal_document(refusal: Refusal) -> dict[str, Any]:
+    return {"type": "ProtocolError", "message": refusal.message, "hint": None, "source": None, "phase": "validating"}

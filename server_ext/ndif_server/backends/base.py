@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 
 from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL_ALIASES
 from ndif_jupyter.loading.loaded import LoadedModel
+from ndif_jupyter.protocol.limits import cut
 
 from ..jobs import Job, JobStore
 
@@ -88,12 +90,27 @@ def module_tree(module: torch.nn.Module, name: str = "") -> dict[str, Any]:
     }
 
 
-def error_document(error: BaseException) -> dict[str, Any]:
-    """An error as JSON for the job's status: its type, message, hint, and the user's line that recorded it."""
+def error_document(error: BaseException, phase: str) -> dict[str, Any]:
+    """An error as JSON for the job's status: its type, message (server paths left out), hint, the user's line that
+    recorded it, and the phase of the job it happened in (`validating`, `loading model`, `running`, ...)."""
     source = getattr(error, "source", None)
+    message = getattr(error, "message", None) or str(error) or type(error).__name__
+    hint = getattr(error, "hint", None)
     return {
         "type": type(error).__name__,
-        "message": getattr(error, "message", None) or str(error),
-        "hint": getattr(error, "hint", None),
+        "message": public_text(message),
+        "hint": public_text(hint) if hint else None,
         "source": {"file": source.filename, "line": source.lineno, "text": source.line} if source else None,
+        "phase": phase,
     }
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"\\/:,()]+){2,}")
+LONGEST_ERROR = 2000
+
+
+def public_text(text: str) -> str:
+    """An error text as a job may show it: absolute file paths cut to their last part (the server's folders are not
+    the user's business) and the whole cut to LONGEST_ERROR characters."""
+    shown = _PATH.sub(lambda found: "…/" + re.split(r"[\\/]", found.group(0))[-1], text)
+    return cut(shown, LONGEST_ERROR)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ndif_jupyter.ir.graph import Graph
+from ndif_jupyter.protocol.limits import Limits
 from ndif_jupyter.protocol.request import encode_request
-from ndif_jupyter.protocol.validation import Limits
 
 from ..jobs import Job, JobStore
 from ..worker import CHUNK_BYTES, COMM_TARGET
@@ -110,6 +110,7 @@ class GatewayBackend(Backend):
                 size = collector.store_result()
                 store.update(job, status="done", phase="done", result_bytes=size, finished=time.time())
         except GatewayError as error:
+            failed_in = job.phase
             if isinstance(error, KernelDied) or not self.loaded(job.model):
                 self._discard(job.model)
                 message = f"{error}; the next job starts a fresh kernel"
@@ -120,7 +121,7 @@ class GatewayBackend(Backend):
                 status="error",
                 phase="failed",
                 finished=time.time(),
-                error={"type": "GatewayError", "message": message, "hint": None, "source": None},
+                error={"type": "GatewayError", "message": message, "hint": None, "source": None, "phase": failed_in},
             )
 
     async def _attempt(self, job: Job, graph: Graph) -> _ResultCollector | None:

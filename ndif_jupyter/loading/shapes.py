@@ -151,13 +151,15 @@ class ShapeOracle:
             handles.append(module.register_forward_hook(after(path), with_kwargs=True))
         try:
             with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
-                kwargs = dict(forward_options)
-                kwargs["input_ids"] = torch.zeros(rows, new_tokens, dtype=torch.long, device="meta")
-                kwargs["attention_mask"] = torch.ones(rows, total, dtype=torch.long, device="meta")
+                kwargs: dict[str, Any] = {
+                    "input_ids": torch.zeros(rows, new_tokens, dtype=torch.long, device="meta"),
+                    "attention_mask": torch.ones(rows, total, dtype=torch.long, device="meta"),
+                }
                 if self._takes_position_ids:
                     start = total - new_tokens
                     positions = torch.arange(start, total, device="meta")
                     kwargs["position_ids"] = positions.unsqueeze(0).expand(rows, new_tokens)
+                kwargs.update(forward_options)  # after the inputs, in the order the executor passes them
                 if use_cache:
                     kwargs["use_cache"] = True
                     if chain.cache is not None:
