@@ -337,6 +337,26 @@ async def test_cancel_a_running_job_and_a_queued_one_while_the_api_answers(jp_fe
     assert caught.value.code == 409
 
 
+async def test_jobs_waiting_past_the_servers_cap_are_refused_with_retry_after(jp_fetch, server, llama):
+    with pytest.raises(Recorded):
+        with llama.generate(max_new_tokens=600) as long_block:
+            with long_block.invoke(PROMPT):
+                llama.model.layers[0].output.save()
+            long_graph = long_block.graph()
+            raise Recorded
+    body = encode_request(long_graph, llama.name)
+    server.max_queued_jobs = 1  # one waiting job per served model: two here
+    jobs = [await post_job(jp_fetch, body) for _ in range(3)]
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("ndif", "api", "jobs", method="POST", body=body)
+    assert caught.value.code == 429 and caught.value.response.headers["Retry-After"] == "5"
+    assert "jobs are waiting on this server, its limit" in json.loads(caught.value.response.body)["message"]
+    for job in jobs:
+        deleted = await jp_fetch("ndif", "api", "jobs", job["id"], method="DELETE")
+        if deleted.code == 202:  # 204 when it had already finished, and was removed
+            assert (await wait_done(jp_fetch, job["id"]))["status"] == "cancelled"
+
+
 async def test_a_finished_job_is_removed_by_delete(jp_fetch, server, gpt2):
     graph, _, _ = recorded(gpt2)
     job = await wait_done(jp_fetch, (await post_job(jp_fetch, encode_request(graph, gpt2.name)))["id"])

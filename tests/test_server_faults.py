@@ -20,7 +20,7 @@ from ndif_jupyter.protocol.request import encode_request
 from ndif_testing.jupyter_process import FileModeBoundServerProcess, JupyterServerProcess
 from ndif_testing.tiny_models import build_llama
 
-pytestmark = [pytest.mark.server]
+pytestmark = [pytest.mark.server, pytest.mark.slow]
 
 PROMPT = "The Eiffel Tower is in the city of"
 LONG = 2000  # new tokens: a job that runs for many seconds on the tiny Llama, long past any step a test waits for
