@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -108,6 +108,16 @@ MODULE_EVENTS = frozenset(
         "module.call",
     }
 )
+
+EventPhase = Literal["pre", "post"]
+GETTER_PHASES: dict[str, EventPhase] = {"module.output": "post", "module.input": "pre", "module.inputs": "pre"}
+"""The module events that read a value, and whether they happen before the module runs (pre) or after (post)."""
+SETTER_PHASES: dict[str, EventPhase] = {
+    "module.set_output": "post",
+    "module.set_input": "pre",
+    "module.set_inputs": "pre",
+}
+"""The module events that replace a value, and when."""
 
 _DUNDER_OPERATORS = {f"__{name}__": name for name in OPERATORS if name not in ("and", "or", "setitem")}
 _DUNDER_OPERATORS.update({"__and__": "and", "__or__": "or", "__div__": "truediv"})

@@ -308,14 +308,19 @@ async def test_too_many_nodes_are_refused(jp_fetch, server, gpt2):
     )
 
 
-async def test_cancel_a_running_job_and_a_queued_one_while_the_api_answers(jp_fetch, server, llama):
+def long_generation(llama: Model) -> bytes:
+    """The request of a 600-token generation, recorded without running it in the test process."""
     with pytest.raises(Recorded):
         with llama.generate(max_new_tokens=600) as long_block:
             with long_block.invoke(PROMPT):
                 llama.model.layers[0].output.save()
             long_graph = long_block.graph()
             raise Recorded
-    body = encode_request(long_graph, llama.name)
+    return encode_request(long_graph, llama.name)
+
+
+async def test_cancel_a_running_job_and_a_queued_one_while_the_api_answers(jp_fetch, server, llama):
+    body = long_generation(llama)
     running = await post_job(jp_fetch, body)
     queued = await post_job(jp_fetch, body)
     for _ in range(200):
@@ -338,13 +343,7 @@ async def test_cancel_a_running_job_and_a_queued_one_while_the_api_answers(jp_fe
 
 
 async def test_jobs_waiting_past_the_servers_cap_are_refused_with_retry_after(jp_fetch, server, llama):
-    with pytest.raises(Recorded):
-        with llama.generate(max_new_tokens=600) as long_block:
-            with long_block.invoke(PROMPT):
-                llama.model.layers[0].output.save()
-            long_graph = long_block.graph()
-            raise Recorded
-    body = encode_request(long_graph, llama.name)
+    body = long_generation(llama)
     server.max_queued_jobs = 1  # one waiting job per served model: two here
     jobs = [await post_job(jp_fetch, body) for _ in range(3)]
     with pytest.raises(HTTPClientError) as caught:

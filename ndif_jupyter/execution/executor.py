@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import torch
 
@@ -19,16 +19,12 @@ from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref
 from ..ir.nested import any_leaf, first_input, map_leaves, value_bytes
 from ..ir.result import ExecutionResult
-from ..operations import OPERATIONS
+from ..operations import GETTER_PHASES, OPERATIONS, SETTER_PHASES
 from .batching import Span, build_inputs, narrow, position_ids_from, replace, shape_mismatch
 from .diagnostics import EventKey, display, event_text, raised_at, unfinished_nodes
 from .guard import RunGuard
 from .modules import forward_parameters, submodule
 from .scheduler import Scheduler
-
-Phase = Literal["pre", "post"]
-_GETTERS: dict[str, Phase] = {"module.output": "post", "module.input": "pre", "module.inputs": "pre"}
-_SETTERS: dict[str, Phase] = {"module.set_output": "post", "module.set_input": "pre", "module.set_inputs": "pre"}
 
 
 def execute(
@@ -87,7 +83,7 @@ class _Run:
         self.events: dict[EventKey, list[int]] = {}
         self.event_of: dict[int, EventKey] = {}
         for node in self.nodes:
-            phase = _GETTERS.get(node.op) or _SETTERS.get(node.op)
+            phase = GETTER_PHASES.get(node.op) or SETTER_PHASES.get(node.op)
             if phase is not None:
                 path, _, step = node.args[:3]
                 key = (path, phase, step)
@@ -283,7 +279,7 @@ class _Run:
         state = self.active[1]
         span = self.spans[node.args[1]]
         shapes = node.kwargs["shapes"]
-        if node.op in _GETTERS:
+        if node.op in GETTER_PHASES:
             value = state.value if node.op != "module.input" else first_input(*state.value)
             value = narrow(value, shapes, span)
             problem = shape_mismatch(value, shapes)
@@ -340,7 +336,7 @@ class _Run:
                 self.placed[id(leaf)] = leaf.to(self.device) if leaf.device != self.device else leaf
             return self.placed[id(leaf)]
 
-        if node.op in _GETTERS:
+        if node.op in GETTER_PHASES:
             return node.args, node.kwargs
         values = [value for key, value in node.kwargs.items() if key not in METADATA_KWARGS]
         if not any_leaf(_is_tensor, node.args) and not any_leaf(_is_tensor, values):

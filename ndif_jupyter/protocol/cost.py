@@ -21,12 +21,9 @@ from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref, node_refs
 from ..ir.nested import first_input, iter_leaves, leaves, map_leaves, value_bytes
 from ..loading.loaded import LoadedModel
 from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE, StepRecord, to_meta
-from ..operations import OPERATIONS
+from ..operations import GETTER_PHASES, OPERATIONS, SETTER_PHASES
 from .limits import Limits, cut
 from .validation import where
-
-_GETTERS = {"module.output": "post", "module.input": "pre", "module.inputs": "pre"}
-_SETTERS = {"module.set_output": "post", "module.set_input": "pre", "module.set_inputs": "pre"}
 
 
 @dataclass(frozen=True)
@@ -101,10 +98,10 @@ class _Estimate:
             )
 
     def _meta(self, node: Node) -> Any:
-        if node.op in _GETTERS:
+        if node.op in GETTER_PHASES:
             return self._module_value(node)
         args, kwargs = self._operands(node)
-        if node.op in _SETTERS:
+        if node.op in SETTER_PHASES:
             return None
         if node.op == "module.call":
             return self._module_call(node, args[1], args[2])
@@ -259,7 +256,7 @@ class _Estimate:
                 readers[read].append(node_id)
         events: dict[tuple, list[int]] = {}
         for node in graph.nodes:
-            phase = _GETTERS.get(node.op) or _SETTERS.get(node.op)
+            phase = GETTER_PHASES.get(node.op) or SETTER_PHASES.get(node.op)
             if phase is not None:
                 events.setdefault((node.args[0], phase, node.args[2]), []).append(node.id)
         event_of = {node_id: key for key, ids in events.items() for node_id in ids}
