@@ -14,6 +14,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import sys
 import time
 import urllib.error
@@ -30,6 +31,9 @@ from .protocol.result import decode_result
 
 SERVER_URL_ENV = "NDIF_SERVER_URL"
 SERVER_TOKEN_ENV = "NDIF_SERVER_TOKEN"
+CLIENT_HEADER = "X-NDIF-Client"
+CLIENT_ID = secrets.token_hex(8)
+"""This kernel's id among its user's notebooks: a server takes a user's jobs in turn across their notebooks."""
 _FINISHED = ("done", "error", "cancelled")
 _LONG_POLL_SECONDS = 2
 _FIRST_RETRY_PAUSE = 0.5
@@ -90,7 +94,7 @@ class ServerClient:
 
     def run(self, graph: Graph, model: str) -> ExecutionResult:
         """Run `graph` on the server's model `model`; the result is what the same run in the kernel gives."""
-        job = self._submit(graph, model)
+        job = self.submit(graph, model)
         line = _ProgressLine(job["id"], self.quiet_seconds)
         try:
             if self.quiet_seconds and job["status"] not in _FINISHED:
@@ -124,13 +128,18 @@ class ServerClient:
         """Every job the server keeps, oldest first, with status and timings."""
         return self._json("GET", "jobs")["jobs"]
 
+    def job(self, job_id: str) -> dict[str, Any]:
+        """One job's status, timings and place in the queue."""
+        return self._json("GET", f"jobs/{job_id}")
+
     def result(self, job_id: str) -> ExecutionResult:
         """The result of a done job, also one run before this kernel restarted."""
         return decode_result(self._request("GET", f"jobs/{job_id}/result"))
 
     # ----- jobs -----
-    def _submit(self, graph: Graph, model: str) -> dict[str, Any]:
-        """POST the job, once: a request that may have arrived is never sent again."""
+    def submit(self, graph: Graph, model: str) -> dict[str, Any]:
+        """Queue `graph` on the server's model `model` without waiting for it: the job as the server answers (its
+        `id`, `status`, `queue_position`). POSTed once: a request that may have arrived is never sent again."""
         try:
             return self._json("POST", "jobs", encode_request(graph, model), CONTENT_TYPE)
         except ServerUnavailable as error:
@@ -193,6 +202,7 @@ class ServerClient:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         if self.token:
             request.add_header("Authorization", f"token {self.token}")
+        request.add_header(CLIENT_HEADER, CLIENT_ID)
         if content_type:
             request.add_header("Content-Type", content_type)
         try:
@@ -299,6 +309,8 @@ class _ProgressLine:
         if self.quiet_seconds is None or elapsed < self.quiet_seconds:
             return
         detail = job["phase"]
+        if job["status"] == "queued" and job.get("queue_position"):
+            detail = f"place {job['queue_position']} in the queue"
         if job["status"] == "running" and job["phase"] == "running" and job["steps"] > 1:
             detail = f"step {job['step']}/{job['steps']}"
         self._write(f"\rndif server: job {self.job_id} {job['status']} ({detail}), {elapsed:.1f} s")

@@ -15,7 +15,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
@@ -160,10 +160,22 @@ class Execution:
     error: dict | None = None
 
 
+class KernelHost(Protocol):
+    """Where kernels live: a Jupyter server's URL and a token for its REST API and websockets."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def token(self) -> str: ...
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> bytes: ...
+
+
 class RemoteKernel:
     """A kernel of a Jupyter server (or kernel gateway), run through its websocket channels."""
 
-    def __init__(self, server: JupyterServerProcess, kernel_id: str):
+    def __init__(self, server: KernelHost, kernel_id: str):
         self.server = server
         self.id = kernel_id
         self.session = uuid.uuid4().hex
@@ -242,7 +254,7 @@ class KernelGatewayProcess(JupyterServerProcess):
         super().__init__({}, token=token)
 
     def __enter__(self) -> KernelGatewayProcess:
-        env = dict(os.environ)
+        env = dict(os.environ, KG_AUTH_TOKEN=self.token)  # not on the command line, which every local user can read
         env.pop("NDIF_SERVER_URL", None)
         env.pop("NDIF_SERVER_TOKEN", None)
         command = [
@@ -251,7 +263,6 @@ class KernelGatewayProcess(JupyterServerProcess):
             "kernel_gateway",
             "--KernelGatewayApp.ip=127.0.0.1",
             f"--KernelGatewayApp.port={self.port}",
-            f"--KernelGatewayApp.auth_token={self.token}",
             "--JupyterWebsocketPersonality.list_kernels=True",
         ]
         return self._launch(command, env, "api")

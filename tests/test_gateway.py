@@ -77,7 +77,7 @@ async def started_job(jp_fetch, before: int, sending: asyncio.Future) -> dict:
 
 
 async def kernel_pid(gateway, server, model: Model) -> int:
-    kernel_id = server.runner.kernel_id(model.name)
+    kernel_id = server.core.backend.kernel_id(model.name)
     run = await asyncio.to_thread(gateway.kernel(kernel_id).execute, "import os; print(os.getpid())")
     return int(run.stdout)
 
@@ -88,7 +88,7 @@ async def kernel_pid(gateway, server, model: Model) -> int:
 async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fetch, server, gpt2, llama):
     models = json.loads((await jp_fetch("ndif", "api", "models")).body)
     assert models["backend"] == "gateway" and not any(m["loaded"] for m in models["models"])
-    assert server.runner.settings.token not in json.dumps(models), "the gateway's token stays in the server"
+    assert server.core.backend.settings.token not in json.dumps(models), "the gateway's token stays in the server"
     for model in (gpt2, llama):
         remote_ids, remote = await asyncio.to_thread(generate, model, "server")
         local_ids, local = generate(model, "cpu")
@@ -108,11 +108,11 @@ async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fet
 @pytest.mark.slow
 async def test_a_killed_kernel_fails_its_job_and_the_next_job_gets_a_fresh_one(jp_fetch, server, gateway, llama):
     await asyncio.to_thread(generate, llama, "server")
-    first_kernel = server.runner.kernel_id(llama.name)
+    first_kernel = server.core.backend.kernel_id(llama.name)
     os.kill(await kernel_pid(gateway, server, llama), signal.SIGKILL)
     _, remote = await asyncio.to_thread(generate, llama, "server")
     assert torch.equal(remote, generate(llama, "cpu")[1]), "a kernel killed while idle is replaced for the next job"
-    assert server.runner.kernel_id(llama.name) != first_kernel
+    assert server.core.backend.kernel_id(llama.name) != first_kernel
 
     pid = await kernel_pid(gateway, server, llama)  # asked while idle: a busy kernel answers only after its job
     before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
@@ -132,7 +132,7 @@ async def test_a_killed_kernel_fails_its_job_and_the_next_job_gets_a_fresh_one(j
 @pytest.mark.slow
 async def test_cancel_interrupts_the_gateway_kernel_which_stays_warm(jp_fetch, server, llama):
     await asyncio.to_thread(generate, llama, "server")
-    kernel = server.runner.kernel_id(llama.name)
+    kernel = server.core.backend.kernel_id(llama.name)
     before = len(json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"])
     running = asyncio.ensure_future(asyncio.to_thread(generate, llama, "server", LONG))
     job = await started_job(jp_fetch, before, running)
@@ -143,7 +143,7 @@ async def test_cancel_interrupts_the_gateway_kernel_which_stays_warm(jp_fetch, s
     assert job["status"] == "cancelled" and job["step"] < LONG
     _, remote = await asyncio.to_thread(generate, llama, "server")
     assert torch.equal(remote, generate(llama, "cpu")[1])
-    assert server.runner.kernel_id(llama.name) == kernel, "the same warm kernel serves the next job"
+    assert server.core.backend.kernel_id(llama.name) == kernel, "the same warm kernel serves the next job"
 
 
 @pytest.mark.gateway

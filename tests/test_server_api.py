@@ -1,5 +1,6 @@
 """The server extension's REST API in a Jupyter server (pytest-jupyter): every endpoint, authentication,
-authorization, validation, cancelling, and results equal to the same graph run in the kernel."""
+authorization, validation, cancelling, results equal to the same graph run in the kernel, and the rules per user: jobs
+belong to the server's one user, another owner's job is unknown, places in the fair queue, stored results capped."""
 
 from __future__ import annotations
 
@@ -344,12 +345,19 @@ async def test_cancel_a_running_job_and_a_queued_one_while_the_api_answers(jp_fe
 
 async def test_jobs_waiting_past_the_servers_cap_are_refused_with_retry_after(jp_fetch, server, llama):
     body = long_generation(llama)
-    server.max_queued_jobs = 1  # one waiting job per served model: two here
-    jobs = [await post_job(jp_fetch, body) for _ in range(3)]
+    server.max_queued_jobs = 1  # one waiting job per served model
+    jobs = [await post_job(jp_fetch, body)]
+    while (
+        json.loads((await jp_fetch("ndif", "api", "jobs", jobs[0]["id"], params={"wait": "1"})).body)["status"]
+        == "queued"
+    ):
+        pass
+    jobs.append(await post_job(jp_fetch, body))  # waits while the first runs
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("ndif", "api", "jobs", method="POST", body=body)
     assert caught.value.code == 429 and caught.value.response.headers["Retry-After"] == "5"
-    assert "jobs are waiting on this server, its limit" in json.loads(caught.value.response.body)["message"]
+    message = json.loads(caught.value.response.body)["message"]
+    assert "1 jobs are waiting for this model, its limit (max_queued_jobs)" in message
     for job in jobs:
         deleted = await jp_fetch("ndif", "api", "jobs", job["id"], method="DELETE")
         if deleted.code == 202:  # 204 when it had already finished, and was removed
@@ -359,10 +367,10 @@ async def test_jobs_waiting_past_the_servers_cap_are_refused_with_retry_after(jp
 async def test_a_finished_job_is_removed_by_delete(jp_fetch, server, gpt2):
     graph, _, _ = recorded(gpt2)
     job = await wait_done(jp_fetch, (await post_job(jp_fetch, encode_request(graph, gpt2.name)))["id"])
-    assert server.store.result_path(job["id"]).is_file()
+    assert server.core.store.result_path(job["id"]).is_file()
     removed = await jp_fetch("ndif", "api", "jobs", job["id"], method="DELETE")
     assert removed.code == 204
-    assert not server.store.result_path(job["id"]).exists()
+    assert not server.core.store.result_path(job["id"]).exists()
     with pytest.raises(HTTPClientError) as caught:
         await jp_fetch("ndif", "api", "jobs", job["id"])
     assert caught.value.code == 404
@@ -373,14 +381,14 @@ async def test_results_stay_on_disk_for_a_later_server(jp_fetch, server, gpt2, t
 
     graph, local, _ = recorded(gpt2)
     job = await wait_done(jp_fetch, (await post_job(jp_fetch, encode_request(graph, gpt2.name)))["id"])
-    later = JobStore(server.store.folder)
+    later = JobStore(server.core.store.folder)
     assert later.get(job["id"]).status == "done"
     result = decode_result(later.result_path(job["id"]).read_bytes())
     assert all(torch.equal(result.saved[node_id], value) for node_id, value in local.items())
 
 
 async def test_only_the_newest_finished_jobs_are_kept(jp_fetch, server, gpt2):
-    server.store.keep = 2
+    server.core.store.keep = 2
     graph, _, _ = recorded(gpt2)
     ids = []
     for _ in range(4):
@@ -389,7 +397,7 @@ async def test_only_the_newest_finished_jobs_are_kept(jp_fetch, server, gpt2):
         )
     kept = [job["id"] for job in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]]
     assert kept == ids[1:], "two finished jobs are kept, plus the one just made"
-    assert not server.store.result_path(ids[0]).exists()
+    assert not server.core.store.result_path(ids[0]).exists()
 
 
 async def test_a_waiting_kernel_shows_a_progress_line(jp_fetch, server, llama, capsys):
@@ -411,3 +419,82 @@ async def test_ndif_models_lists_what_the_server_serves(jp_fetch, server, ip, ca
     out = capsys.readouterr().out
     assert "Served by the Jupyter server (for --server; backend local):" in out
     assert f"{gpt2_dir}: GPT2LMHeadModel" in out and "not loaded yet" in out
+
+
+async def status_of(jp_fetch, *path: str, method: str = "GET") -> int:
+    try:
+        return (await jp_fetch("ndif", "api", *path, method=method)).code
+    except HTTPClientError as error:
+        return error.code
+
+
+async def test_jobs_belong_to_the_servers_user_and_another_owners_job_is_unknown(jp_fetch, server, gpt2):
+    graph, _, _ = recorded(gpt2)
+    mine = await wait_done(jp_fetch, (await post_job(jp_fetch, encode_request(graph, gpt2.name)))["id"])
+    assert mine["owner"] == server.caller.name
+    models = json.loads((await jp_fetch("ndif", "api", "models")).body)
+    assert models["user"] == {"name": server.caller.name, "admin": False}
+
+    theirs = server.core.store.new(gpt2.name, "trace", 1, "someone-else")  # e.g. left by an earlier owner
+    for path, method in [((theirs.id,), "GET"), ((theirs.id, "result"), "GET"), ((theirs.id,), "DELETE")]:
+        assert await status_of(jp_fetch, "jobs", *path, method=method) == 404
+    listed = [job["id"] for job in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]]
+    assert mine["id"] in listed and theirs.id not in listed
+    assert server.core.store.get(theirs.id).status == "queued", "the other owner's job is untouched"
+
+
+async def test_waiting_jobs_report_their_places_in_fair_order_and_models_count_them(jp_fetch, server, llama):
+    body = long_generation(llama)
+    running = await post_job(jp_fetch, body)
+    for _ in range(200):
+        job = json.loads((await jp_fetch("ndif", "api", "jobs", running["id"], params={"wait": "1"})).body)
+        if job["status"] == "running":
+            break
+
+    async def post_from(client: str) -> str:
+        headers = {"Content-Type": CONTENT_TYPE, "X-NDIF-Client": client}
+        answer = await jp_fetch("ndif", "api", "jobs", method="POST", body=body, headers=headers)
+        return json.loads(answer.body)["id"]
+
+    first = [await post_from("notebook-a") for _ in range(3)]
+    second = await post_from("notebook-b")
+    places = {
+        job["id"]: job["queue_position"] for job in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
+    }
+    assert [places[job_id] for job_id in [*first, second]] == [1, 3, 4, 2], "the two notebooks take turns"
+    assert places[running["id"]] is None
+    (model,) = [
+        entry
+        for entry in json.loads((await jp_fetch("ndif", "api", "models")).body)["models"]
+        if entry["name"] == llama.name
+    ]
+    assert (model["queued"], model["running"]) == (4, 1)
+    for job_id in [*first, second, running["id"]]:
+        await jp_fetch("ndif", "api", "jobs", job_id, method="DELETE")
+    assert (await wait_done(jp_fetch, running["id"]))["status"] == "cancelled"
+    assert {(await wait_done(jp_fetch, job_id))["status"] for job_id in [*first, second]} == {"cancelled"}
+
+
+async def test_a_users_oldest_results_expire_past_their_storage_and_a_job_that_cannot_fit_is_refused(
+    jp_fetch, server, gpt2
+):
+    graph, _, _ = recorded(gpt2)
+    body = encode_request(graph, gpt2.name)
+    first = await wait_done(jp_fetch, (await post_job(jp_fetch, body))["id"])
+    cap = int(first["result_bytes"] * 2.5)
+    server.max_stored_bytes_per_user = cap
+    server.core.store.keep_bytes_per_owner = cap
+    second = await wait_done(jp_fetch, (await post_job(jp_fetch, body))["id"])
+    third = await wait_done(jp_fetch, (await post_job(jp_fetch, body))["id"])
+    jobs = {job["id"]: job for job in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]}
+    assert [jobs[job["id"]]["expired"] for job in (first, second, third)] == [True, False, False]
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("ndif", "api", "jobs", first["id"], "result")
+    assert caught.value.code == 410 and "expired" in json.loads(caught.value.response.body)["message"]
+    assert (await jp_fetch("ndif", "api", "jobs", third["id"], "result")).code == 200
+
+    server.max_stored_bytes_per_user = first["cost"]["saved_bytes"] - 1
+    with pytest.raises(HTTPClientError) as caught:
+        await jp_fetch("ndif", "api", "jobs", method="POST", body=body)
+    assert caught.value.code == 429 and caught.value.response.headers["Retry-After"]
+    assert "max_stored_bytes_per_user" in json.loads(caught.value.response.body)["message"]

@@ -18,6 +18,23 @@ export interface IServedModel {
   parameters: number;
   loaded: boolean;
   modules: IModuleNode;
+  /** Jobs waiting for this model (newer servers). */
+  queued?: number;
+  /** Jobs running on this model (newer servers). */
+  running?: number;
+}
+
+/** Who the server thinks sends the requests; an admin sees every user's jobs. */
+export interface IUser {
+  name: string;
+  admin: boolean;
+}
+
+/** `GET models`: the backend, the served models, and (newer servers) who is asking. */
+export interface IModelsAnswer {
+  backend: string;
+  models: IServedModel[];
+  user?: IUser;
 }
 
 /** A job, as `GET jobs` lists it. */
@@ -36,6 +53,8 @@ export interface IJob {
   queued_seconds: number | null;
   run_seconds: number | null;
   result_bytes: number;
+  /** A queued job's place in its model's queue, in the order the server takes jobs (1 = next); null otherwise. */
+  queue_position?: number | null;
   error: { type: string; message: string; hint?: string | null } | null;
 }
 
@@ -45,7 +64,7 @@ export class MissingExtensionError extends Error {}
 export class NDIFClient {
   constructor(private readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
 
-  async models(): Promise<{ backend: string; models: IServedModel[] }> {
+  async models(): Promise<IModelsAnswer> {
     return this.request('models');
   }
 

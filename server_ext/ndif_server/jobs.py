@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +50,7 @@ class Job:
     kind: str
     steps: int
     owner: str = ""
+    client: str = ""
     status: JobStatus = "queued"
     phase: str = "queued"
     step: int = 0
@@ -59,6 +60,7 @@ class Job:
     result_bytes: int = 0
     error: dict[str, Any] | None = None
     cost: dict[str, int] | None = None
+    expired: bool = False
     cancel_requested: bool = field(default=False, repr=False)
 
     def document(self) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class Job:
             "queued_seconds": round(queued_until - self.created, 6),
             "run_seconds": round((self.finished or now) - self.started, 6) if self.started else None,
             "result_bytes": self.result_bytes,
+            "expired": self.expired,
             "error": self.error,
             "cost": self.cost,
         }
@@ -93,6 +96,7 @@ class Job:
             "steps",
             "owner",
             "status",
+            "expired",
             "phase",
             "step",
             "created",
@@ -108,7 +112,9 @@ class Job:
 class JobStore:
     """Every job of this server, each saved as `{id}.json` next to its result `{id}.safetensors`.
 
-    The `keep` most recent finished jobs are kept; older ones are removed, with their results, as new jobs come.
+    The `keep` most recent finished jobs are kept; older ones are removed, with their results, as new jobs come. Each
+    owner's results together stay within `keep_bytes_per_owner`: when a new one passes it, the owner's oldest results
+    are removed (their jobs stay, marked `expired`).
 
     Worker threads change jobs through `update`, which saves the record at every change; request handlers wait for a
     change with `wait_for_change`. When a record cannot be saved, a new job is refused (`StoreUnavailable`) and a
@@ -116,9 +122,10 @@ class JobStore:
     Jobs found on disk at start keep their results; those that had not finished are marked as failed.
     """
 
-    def __init__(self, folder: Path, keep: int = 1000, log: Any = None):
+    def __init__(self, folder: Path, keep: int = 1000, log: Any = None, keep_bytes_per_owner: int | None = None):
         self.folder = folder
         self.keep = keep
+        self.keep_bytes_per_owner = keep_bytes_per_owner
         self.log = log if log is not None else logging.getLogger("ndif_server")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -134,9 +141,12 @@ class JobStore:
             )
         self._load()
 
-    def new(self, model: str, kind: str, steps: int, owner: str, cost: dict[str, int] | None = None) -> Job:
-        """A queued job, saved; StoreUnavailable when its record cannot be written (then no job was made)."""
-        job = Job(uuid.uuid4().hex, model, kind, steps, owner, cost=cost)
+    def new(
+        self, model: str, kind: str, steps: int, owner: str, cost: dict[str, int] | None = None, client: str = ""
+    ) -> Job:
+        """A queued job with an unguessable id (128 random bits), saved; StoreUnavailable when its record cannot be
+        written (then no job was made)."""
+        job = Job(secrets.token_hex(16), model, kind, steps, owner, client, cost=cost)
         with self._lock:
             self._jobs[job.id] = job
             finished = sorted((j for j in self._jobs.values() if j.status in FINISHED), key=lambda j: j.created)
@@ -186,6 +196,33 @@ class JobStore:
             loop = self._loop
             if loop is not None and not loop.is_closed():
                 loop.call_soon_threadsafe(self._wake, job.id)
+        if changes.get("status") == "done" and job.status == "done":
+            self._expire_results(job.owner)
+
+    def stored_bytes(self, owner: str) -> int:
+        """The bytes of the results kept for `owner`."""
+        with self._lock:
+            return sum(job.result_bytes for job in self._jobs.values() if _holds_result(job, owner))
+
+    def _expire_results(self, owner: str) -> None:
+        """Remove `owner`'s oldest results until the rest fit in `keep_bytes_per_owner`; their jobs stay, expired."""
+        if self.keep_bytes_per_owner is None:
+            return
+        with self._lock:
+            held = [job for job in self._jobs.values() if _holds_result(job, owner)]
+        held.sort(key=lambda job: job.finished or 0)
+        total = sum(job.result_bytes for job in held)
+        for job in held[:-1]:
+            if total <= self.keep_bytes_per_owner:
+                break
+            try:
+                self.result_path(job.id).unlink(missing_ok=True)
+            except OSError as error:
+                self.log.error("ndif job %s: its expired result cannot be removed (%r)", job.id, error)
+                break
+            total -= job.result_bytes
+            self.update(job, expired=True)
+            self.log.info("ndif job %s: its result expired (%s holds more than the limit per user)", job.id, owner)
 
     def remove(self, job_id: str) -> None:
         """Remove a job, its record, its result and any partial file of it; StoreUnavailable when a file cannot be
@@ -332,6 +369,10 @@ def _mark_restarted(job: Job) -> None:
         "phase": job.phase,
     }
     job.status, job.phase, job.finished = "error", "stopped", time.time()
+
+
+def _holds_result(job: Job, owner: str) -> bool:
+    return job.owner == owner and job.status == "done" and not job.expired
 
 
 def _partial(path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""What every backend shares: the served model names, their meta module trees, and errors as JSON."""
+"""What every backend shares: the served model names, their meta module trees, their fair queues, errors as JSON."""
 
 from __future__ import annotations
 
@@ -10,21 +10,62 @@ from typing import Any
 
 import torch
 
+from ndif_jupyter.ir.graph import Graph
 from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL_ALIASES
 from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.protocol.limits import cut
 
+from ..fair_queue import FairQueue
 from ..jobs import Job, JobStore
 
 
 class Backend:
-    """Serves the models named in `models`; subclasses run the jobs (`submit`, `cancel`)."""
+    """Serves the models named in `models`: each model's jobs wait in a `FairQueue` (in turn across users, then
+    across a user's notebooks) until a subclass takes them (`next_job`) and runs them."""
 
     def __init__(self, models: list[str], store: JobStore):
         self.models = list(models)
         self.store = store
         self._built: dict[str, LoadedModel] = {}
         self._build_lock = threading.Lock()
+        self._described: dict[str, dict[str, Any]] = {}
+        self.queues: dict[str, FairQueue[str]] = {name: FairQueue() for name in self.models}
+        self._graphs: dict[str, Graph] = {}
+        self._graphs_lock = threading.Lock()
+        self.running: dict[str, Job] = {}
+
+    def submit(self, job: Job, graph: Graph) -> None:
+        """Queue a job to run on its model when its turn comes."""
+        with self._graphs_lock:
+            self._graphs[job.id] = graph
+        self.queues[job.model].put(job.id, job.owner, job.client)
+        self._queued(job.model)
+
+    def _queued(self, name: str) -> None:
+        """A job was queued for model `name`: wake what takes them."""
+
+    def next_job(self, name: str, timeout: float | None = 0) -> tuple[Job, Graph] | None:
+        """The next job of model `name` in fair order that is still to run, waiting up to `timeout` seconds (0: not
+        at all, None: until the queue closes)."""
+        queue = self.queues[name]
+        while True:
+            job_id = queue.take(timeout) if timeout != 0 else queue.take_nowait()
+            if job_id is None:
+                return None
+            with self._graphs_lock:
+                known = job_id in self._graphs
+                graph = self._graphs.pop(job_id, None)
+            job = self.store.get(job_id)
+            if known and job is not None and job.status == "queued" and not job.cancel_requested:
+                return job, graph  # type: ignore[return-value]  # a graph was put with every job
+
+    def queue_places(self) -> dict[str, int]:
+        """Each waiting job's place in its model's queue: 1 runs next."""
+        return {job_id: place for queue in self.queues.values() for place, job_id in enumerate(queue.order(), 1)}
+
+    def load(self, name: str) -> dict[str, int]:
+        """How many jobs of model `name` wait and run."""
+        return {"queued": len(self.queues[name]), "running": int(name in self.running)}
 
     def served_name(self, requested: str) -> str | None:
         """The served model a request's model name means: the same name, another name of the default model, or
@@ -50,23 +91,29 @@ class Backend:
         return built is not None and built.local_model is not None
 
     def describe(self, name: str) -> dict[str, Any]:
-        """GET models' entry for one model: its class, size, whether it is loaded, and its module tree."""
-        model = self.model(name)
-        return {
-            "name": name,
-            "class": type(model.meta_model).__name__,
-            "parameters": sum(p.numel() for p in model.meta_model.parameters()),
-            "loaded": self.loaded(name),
-            "modules": module_tree(model.meta_model),
-        }
-
-    def submit(self, job: Job, graph: Any) -> None:
-        raise NotImplementedError
+        """GET models' entry for one model: its class, size, module tree (made once), whether it is loaded, and how
+        many jobs wait and run on it."""
+        with self._build_lock:
+            static = self._described.get(name)
+        if static is None:
+            model = self.model(name)
+            static = {
+                "name": name,
+                "class": type(model.meta_model).__name__,
+                "parameters": sum(p.numel() for p in model.meta_model.parameters()),
+                "modules": module_tree(model.meta_model),
+            }
+            with self._build_lock:
+                self._described[name] = static
+        return {**static, "loaded": self.loaded(name), **self.load(name)}
 
     def cancel(self, job: Job) -> None:
         """Cancel a job: a queued one at once; a running one as soon as the backend can stop it."""
         self.store.update(job, cancel_requested=True)
         if job.status == "queued":
+            if job.model in self.queues and self.queues[job.model].remove(job.id):
+                with self._graphs_lock:
+                    self._graphs.pop(job.id, None)
             self.store.update(job, status="cancelled", phase="cancelled", finished=time.time())
         elif job.status == "running":
             self._stop_running(job)
@@ -74,8 +121,13 @@ class Backend:
     def _stop_running(self, job: Job) -> None:
         """Stop a running job; by default it stops itself at its next forward pass, seeing `cancel_requested`."""
 
+    async def stopped(self) -> None:
+        """Return once what `shutdown` began is done (on the event loop)."""
+
     def shutdown(self) -> None:
         """Stop taking jobs."""
+        for queue in self.queues.values():
+            queue.close()
 
 
 def module_tree(module: torch.nn.Module, name: str = "") -> dict[str, Any]:

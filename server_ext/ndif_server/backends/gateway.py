@@ -29,6 +29,7 @@ class GatewaySettings:
     request_timeout: float
     warm_timeout: float
     job_timeout: float
+    ca_certs: str = ""
 
 
 class GatewayBackend(Backend):
@@ -44,9 +45,8 @@ class GatewayBackend(Backend):
         self.log = log
         self._kernels: dict[str, KernelClient] = {}
         self._comms: dict[str, str] = {}
-        self._queues: dict[str, asyncio.Queue] = {}
+        self._ready: dict[str, asyncio.Event] = {}
         self._consumers: dict[str, asyncio.Task] = {}
-        self._running: dict[str, Job] = {}
         self._interrupts: set[asyncio.Task] = set()
 
     def loaded(self, name: str) -> bool:
@@ -58,37 +58,45 @@ class GatewayBackend(Backend):
         kernel = self._kernels.get(name)
         return kernel.kernel_id if kernel is not None else None
 
-    def submit(self, job: Job, graph: Graph) -> None:
-        queue = self._queues.setdefault(job.model, asyncio.Queue())
-        queue.put_nowait((job, graph))
-        consumer = self._consumers.get(job.model)
+    def _queued(self, name: str) -> None:
+        self._ready.setdefault(name, asyncio.Event()).set()
+        consumer = self._consumers.get(name)
         if consumer is None or consumer.done():
-            self._consumers[job.model] = asyncio.ensure_future(self._consume(job.model))
+            self._consumers[name] = asyncio.ensure_future(self._consume(name))
 
     def _stop_running(self, job: Job) -> None:
-        if self._running.get(job.model) is job and self.loaded(job.model):
+        if self.running.get(job.model) is job and self.loaded(job.model):
             task = asyncio.ensure_future(self._interrupt(job.model))
             self._interrupts.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self._interrupts.discard)
 
+    async def stopped(self) -> None:
+        """Return once every kernel of this backend was asked to stop (the gateway would keep them, and their models,
+        until culled)."""
+        await asyncio.gather(*(kernel.stopped() for kernel in self._kernels.values()))
+
     def shutdown(self) -> None:
+        super().shutdown()
         for consumer in self._consumers.values():
             consumer.cancel()
         for kernel in self._kernels.values():
             kernel.shutdown()
 
-    # ----- one model's jobs, in turn -----
+    # ----- one model's jobs, one at a time in fair order -----
     async def _consume(self, name: str) -> None:
-        queue = self._queues[name]
+        ready = self._ready[name]
         while True:
-            job, graph = await queue.get()
-            if job.status != "queued" or job.cancel_requested:
+            taken = self.next_job(name)
+            if taken is None:
+                ready.clear()
+                await ready.wait()
                 continue
-            self._running[name] = job
+            job, graph = taken
+            self.running[name] = job
             try:
                 await self._run(job, graph)
             finally:
-                self._running.pop(name, None)
+                self.running.pop(name, None)
 
     async def _run(self, job: Job, graph: Graph) -> None:
         store = self.store
@@ -161,7 +169,9 @@ class GatewayBackend(Backend):
             return kernel, self._comms[name]
         self._discard(name)
         settings = self.settings
-        kernel = KernelClient(settings.url, settings.token, settings.kernel_name, settings.request_timeout)
+        kernel = KernelClient(
+            settings.url, settings.token, settings.kernel_name, settings.request_timeout, settings.ca_certs
+        )
         self._kernels[name] = kernel
         self.log.info("ndif: starting a kernel for %s on the gateway %s", name, settings.url)
         await kernel.start()

@@ -48,9 +48,11 @@ class _Pending:
 class KernelClient:
     """A kernel started on the gateway at `url` (authenticated with `token`), driven over its websocket."""
 
-    def __init__(self, url: str, token: str, kernel_name: str, request_timeout: float):
+    def __init__(self, url: str, token: str, kernel_name: str, request_timeout: float, ca_certs: str = ""):
+        """`ca_certs`: a CA bundle to check the gateway's TLS certificate with (the system's when empty)."""
         self.url = url if url.endswith("/") else url + "/"
         self.token = token
+        self.ca_certs = ca_certs or None
         self.kernel_name = kernel_name
         self.request_timeout = request_timeout
         self.kernel_id: str | None = None
@@ -72,7 +74,10 @@ class KernelClient:
         url = self.url.replace("http", "ws", 1) + f"api/kernels/{self.kernel_id}/channels?session_id={self._session}"
         try:
             self._connection = await asyncio.wait_for(
-                websocket_connect(HTTPRequest(url, headers=self._headers()), max_message_size=MAX_MESSAGE_BYTES),
+                websocket_connect(
+                    HTTPRequest(url, headers=self._headers(), ca_certs=self.ca_certs),
+                    max_message_size=MAX_MESSAGE_BYTES,
+                ),
                 self.request_timeout,
             )
         except (OSError, HTTPClientError, asyncio.TimeoutError) as error:
@@ -158,6 +163,11 @@ class KernelClient:
             self._deleting.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self._deleting.discard)
 
+    async def stopped(self) -> None:
+        """Return once the gateway was asked to stop the kernel (after `shutdown`)."""
+        if self._deleting:
+            await asyncio.gather(*self._deleting, return_exceptions=True)
+
     async def _delete_quietly(self) -> None:
         with contextlib.suppress(GatewayError):
             await self._rest("DELETE", f"api/kernels/{self.kernel_id}")
@@ -241,6 +251,7 @@ class KernelClient:
             body=json.dumps(body) if method in ("POST", "PUT") else None,
             request_timeout=self.request_timeout,
             connect_timeout=self.request_timeout,
+            ca_certs=self.ca_certs,
         )
         try:
             response = await AsyncHTTPClient().fetch(request)
@@ -248,7 +259,8 @@ class KernelClient:
             if error.code in (401, 403):
                 raise GatewayError(
                     f"the kernel gateway at {self.url} refused our token (HTTP {error.code}); "
-                    "check NDIFServer.gateway_auth_token against the gateway's KernelGatewayApp.auth_token"
+                    "check the gateway_auth_token setting against the gateway's token (KG_AUTH_TOKEN for a Kernel "
+                    "Gateway, EG_AUTH_TOKEN for Enterprise Gateway)"
                 ) from None
             if error.code == 599:
                 raise GatewayError(f"the kernel gateway at {self.url} did not answer in time ({error})") from None

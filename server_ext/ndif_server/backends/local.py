@@ -1,10 +1,11 @@
-"""The local backend: models loaded once in the server process, one worker thread per model running its jobs in turn."""
+"""The local backend: models loaded once in the server process, one worker thread per model taking its jobs in fair
+order."""
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ndif_jupyter.errors import NDIFError, RunCancelled
@@ -31,20 +32,33 @@ class LocalBackend(Backend):
         self.limits = limits
         self.log = log
         self.stopping = False
-        self._workers = {
-            name: ThreadPoolExecutor(1, thread_name_prefix=f"ndif-{index}") for index, name in enumerate(models)
-        }
-
-    def submit(self, job: Job, graph: Graph) -> None:
-        future = self._workers[job.model].submit(self._run, job, graph)
-        future.add_done_callback(lambda done: self._ran(job, done))
+        self._workers = [
+            threading.Thread(target=self._work, args=(name,), name=f"ndif-{index}", daemon=True)
+            for index, name in enumerate(self.models)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def shutdown(self) -> None:
         """Take no more jobs, and stop the running ones at their next node or forward pass. Their records stay as
         they are, so that the next start marks them as stopped by the restart, at their real step."""
         self.stopping = True
-        for worker in self._workers.values():
-            worker.shutdown(wait=False, cancel_futures=True)
+        super().shutdown()
+
+    def _work(self, name: str) -> None:
+        """Model `name`'s worker: its jobs one at a time, in the queue's fair order, until shutdown."""
+        while not self.stopping:
+            taken = self.next_job(name, timeout=None)
+            if taken is None:
+                return
+            job, graph = taken
+            self.running[name] = job
+            try:
+                self._run(job, graph)
+            except BaseException as error:
+                self._ran(job, error)
+            finally:
+                self.running.pop(name, None)
 
     def _run(self, job: Job, graph: Graph) -> None:
         if job.cancel_requested or job.status != "queued":
@@ -91,11 +105,8 @@ class LocalBackend(Backend):
             job, status="error", phase="failed", error=error_document(error, failed_in), finished=time.time()
         )
 
-    def _ran(self, job: Job, future: Future) -> None:
+    def _ran(self, job: Job, error: BaseException) -> None:
         """Log a run that raised (it could not record its own failure), and fail its job if it is not finished."""
-        error = None if future.cancelled() else future.exception()
-        if error is None:
-            return
         self.log.error("ndif job %s failed:\n%s", job.id, "".join(traceback.format_exception(error)))
         if job.status not in FINISHED:
             try:
