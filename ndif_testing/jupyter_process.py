@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -41,10 +42,12 @@ class JupyterServerProcess:
         self.folder = Path(tempfile.mkdtemp(prefix="jupyter-server-"))
         self.log_path = self.folder / "server.log"
         self.process: subprocess.Popen | None = None
+        self.ssl_context: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.base_url}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{self.base_url}"
 
     def __enter__(self) -> JupyterServerProcess:
         (self.folder / "jupyter_server_config.json").write_text(json.dumps(self.config))
@@ -137,7 +140,7 @@ class JupyterServerProcess:
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         request = urllib.request.Request(self.url + path, data=body, method=method)
         request.add_header("Authorization", f"token {self.token}")
-        with urllib.request.urlopen(request, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60, context=self.ssl_context) as response:
             return response.read()
 
     def get(self, path: str) -> Any:
@@ -248,10 +251,14 @@ class RemoteKernel:
 
 
 class KernelGatewayProcess(JupyterServerProcess):
-    """`python -m kernel_gateway` on loopback with a token: the GPU host's side of the gateway backend."""
+    """`python -m kernel_gateway` on loopback with a token: the GPU host's side of the gateway backend; with `tls`
+    (a certificate and its key), on HTTPS."""
 
-    def __init__(self, token: str | None = None):
+    def __init__(self, token: str | None = None, tls: TLSFiles | None = None):
         super().__init__({}, token=token)
+        self.tls = tls
+        if tls is not None:
+            self.ssl_context = ssl.create_default_context(cafile=str(tls.ca))
 
     def __enter__(self) -> KernelGatewayProcess:
         env = dict(os.environ, KG_AUTH_TOKEN=self.token)  # not on the command line, which every local user can read
@@ -265,10 +272,40 @@ class KernelGatewayProcess(JupyterServerProcess):
             f"--KernelGatewayApp.port={self.port}",
             "--JupyterWebsocketPersonality.list_kernels=True",
         ]
+        if self.tls is not None:
+            command += [f"--KernelGatewayApp.certfile={self.tls.cert}", f"--KernelGatewayApp.keyfile={self.tls.key}"]
         return self._launch(command, env, "api")
 
     def kernel(self, kernel_id: str) -> RemoteKernel:
         return RemoteKernel(self, kernel_id)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A certificate authority, and a server certificate it signed for 127.0.0.1 with its key (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_tls_files(folder: Path) -> TLSFiles:
+    """A new CA and a certificate for 127.0.0.1 signed by it, made with openssl in `folder`."""
+    files = TLSFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
+    ca_key, request = folder / "ca.key", folder / "server.csr"
+    extensions = folder / "server.ext"
+    extensions.write_text("subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n")
+
+    def openssl(*arguments: str) -> None:
+        subprocess.run(["openssl", *arguments], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test lab CA",
+            "-keyout", str(ca_key), "-out", str(files.ca))  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", str(files.key), "-out", str(request))  # fmt: skip
+    openssl("x509", "-req", "-in", str(request), "-CA", str(files.ca), "-CAkey", str(ca_key), "-CAcreateserial",
+            "-days", "2", "-extfile", str(extensions), "-out", str(files.cert))  # fmt: skip
+    return files
 
 
 class JupyterLabProcess(JupyterServerProcess):

@@ -1,6 +1,7 @@
 """The gateway backend against a real `jupyter kernelgateway` on loopback (with a token): values equal a local run,
 a result over 10 MiB arrives whole, a killed kernel is replaced, cancel interrupts, and a wrong token or an
-unreachable gateway give clear errors."""
+unreachable gateway give clear errors; a gateway on TLS with a self-signed certificate is trusted through
+`gateway_ca_certs` and refused without it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from ndif_jupyter import Model, NDIFError
-from ndif_testing.jupyter_process import KernelGatewayProcess, free_port
+from ndif_server.backends.kernel_client import GatewayError, KernelClient
+from ndif_testing.jupyter_process import KernelGatewayProcess, free_port, make_tls_files
 
 PROMPT = "The Eiffel Tower is in the city of"
 pytestmark = pytest.mark.usefixtures("ndif_client_environment")
@@ -244,3 +246,47 @@ def test_a_damaged_or_incomplete_result_is_refused(tmp_path):
                 collector.store_result()
             assert not store.result_path(job.id).exists()
             assert list(tmp_path.glob("*.partial")) == []
+
+
+@pytest.mark.gateway
+@pytest.mark.slow
+def test_a_gateway_on_tls_with_a_self_signed_certificate_is_trusted_through_gateway_ca_certs(tmp_path):
+    tls = make_tls_files(tmp_path)
+
+    async def connect(secure: KernelGatewayProcess) -> dict:
+        untrusting = KernelClient(secure.url, secure.token, "python3", 30)
+        with pytest.raises(GatewayError, match=r"does not trust .* gateway_ca_certs"):
+            await untrusting.start()
+        kernel = KernelClient(secure.url, secure.token, "python3", 30, ca_certs=str(tls.ca))
+        await kernel.start()
+        try:
+            return await kernel.execute("6 * 7", 60)
+        finally:
+            kernel.shutdown()
+            await kernel.stopped()
+
+    with KernelGatewayProcess(tls=tls) as secure:
+        assert secure.url.startswith("https://")
+        assert asyncio.run(connect(secure))["status"] == "ok"
+        assert secure.get("api/kernels") == [], "the kernel was stopped on the gateway"
+
+
+def test_the_service_settings_carry_the_ca_bundle_to_the_gateway_backend(tmp_path):
+    import logging
+
+    from ndif_server.core import NDIFCore
+    from ndif_server.settings import NDIFSettings
+
+    settings = NDIFSettings(
+        models=["tiny"],
+        response_path=str(tmp_path / "responses"),
+        backend="gateway",
+        gateway_url="https://gpu-host.lab.internal:8889/",
+        gateway_ca_certs="/etc/ndif/ca.pem",
+    )
+    core = NDIFCore(settings, logging.getLogger("ndif-test"))
+    try:
+        assert core.backend.settings.ca_certs == "/etc/ndif/ca.pem"
+    finally:
+        core.backend.shutdown()
+        core.admissions.shutdown()

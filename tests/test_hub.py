@@ -101,6 +101,8 @@ def lab():
             except BaseException:
                 print(hub.log_text()[-20000:])
                 raise
+        left = gateway.get("api/kernels")
+        assert left == [], f"the service left its kernels on the gateway when the hub stopped it: {left}"
 
 
 RUN_BOTH_WAYS = """
@@ -345,3 +347,6 @@ def test_each_users_sidebar_shows_the_services_models_and_their_jobs(lab, browse
     assert seen[ADMIN]["user"].startswith(f"signed in as {ADMIN}") and "admin" in seen[ADMIN]["user"]
     assert {"alice", "bob"} <= set(seen[ADMIN]["owners"]), "an admin's sidebar shows every user's jobs, with owners"
     assert not seen["bob"]["consoleErrors"] and not seen[ADMIN]["consoleErrors"]
+    assert seen["bob"]["serviceOwners"] == ["bob"], "in the browser too, bob's API answers only his jobs"
+    assert {"alice", "bob"} <= set(seen[ADMIN]["serviceOwners"])
+    assert seen["bob"]["serviceUrl"].endswith("/services/ndif/api/jobs"), "the OAuth login came back to the API"

@@ -1,5 +1,6 @@
 // Logs in to a JupyterHub as a user, opens their JupyterLab and the NDIF sidebar: the hub service's models, who the
-// sidebar says is signed in, and the jobs it lists (with their owners' labels, shown to an admin).
+// sidebar says is signed in, and the jobs it lists (with their owners' labels, shown to an admin); then opens the
+// service's API in the browser, which logs in through JupyterHub's OAuth.
 //
 // node hub_sidebar.mjs HUB_URL USER OUTPUT_FOLDER
 // Prints one JSON line with what it saw; screenshots go to OUTPUT_FOLDER.
@@ -26,6 +27,12 @@ await session(outputFolder, async (page, seen) => {
   seen.owners = [...new Set(await panel.locator(".ndif-job-owner").allTextContents())].sort();
   seen.message = await panel.locator(".ndif-message").textContent();
   await shot(panel, outputFolder, `hub-sidebar-${user}.png`, seen);
+
+  // The service itself, opened in the browser: JupyterHub's OAuth login, then the API as this user.
+  await page.goto(`${hubUrl}services/ndif/api/jobs`);
+  const answer = JSON.parse(await page.locator("body").textContent());
+  seen.serviceOwners = [...new Set(answer.jobs.map((job) => job.owner))].sort();
+  seen.serviceUrl = page.url();
 }).catch((error) => {
   console.error(error.stack || String(error));
   process.exit(1);

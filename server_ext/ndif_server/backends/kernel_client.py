@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -265,6 +266,11 @@ class KernelClient:
             if error.code == 599:
                 raise GatewayError(f"the kernel gateway at {self.url} did not answer in time ({error})") from None
             raise GatewayError(f"the kernel gateway at {self.url} answered {method} {path} with {error}") from None
+        except ssl.SSLCertVerificationError as error:
+            raise GatewayError(
+                f"the kernel gateway at {self.url} has a TLS certificate this server does not trust ({error}); "
+                "give the CA bundle that signed it as the gateway_ca_certs setting"
+            ) from None
         except OSError as error:
             raise GatewayError(f"the kernel gateway at {self.url} cannot be reached: {error}") from None
         return json.loads(response.body) if response.body else None
