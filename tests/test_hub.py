@@ -286,7 +286,7 @@ print(json.dumps(admin.jobs()))
 """
 
 
-def test_jobs_are_taken_in_turn_across_users_and_a_users_queue_is_capped(lab):
+def test_jobs_are_taken_in_turn_across_users_on_one_copy_of_the_model_and_a_users_queue_is_capped(lab):
     lab.run("alice", SUBMIT)
     lab.run("alice", WAIT_FOR_MINE)
     alice_ids = lab.run_json(
@@ -315,6 +315,8 @@ def test_jobs_are_taken_in_turn_across_users_and_a_users_queue_is_capped(lab):
     )
     finished_before_bob = sum(jobs[job_id]["finished"] < bob_job["finished"] for job_id in alice_ids)
     assert finished_before_bob <= 3, f"{finished_before_bob} of alice's queued jobs ran before bob's single one"
+    kernels = lab.gateway.get("api/kernels")
+    assert len(kernels) == 1, f"three users' jobs ran on one copy of the model, not {len(kernels)}"
     alice_seconds = max(jobs[job_id]["finished"] for job_id in alice_ids) - min(
         jobs[job_id]["created"] for job_id in alice_ids
     )
