@@ -237,23 +237,25 @@ def descendants(pid: int) -> set[int]:
 
 
 def _request(url: str, token: str | None, method: str, body: bytes | None = None) -> bytes:
+    return _answer(url, token, method, body)[1]
+
+
+def _answer(url: str, token: str | None, method: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """The status and body of a request (as `token`, with a JSON `body`); HTTPError for an error status."""
     request = urllib.request.Request(url, data=body, method=method)
     if token:
         request.add_header("Authorization", f"token {token}")
     if body is not None:
         request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=120) as answer:
-        return answer.read()
+        return answer.status, answer.read()
 
 
 def http_status(url: str, token: str | None = None, method: str = "GET") -> tuple[int, dict]:
     """The status and JSON body of a request that may be refused."""
-    request = urllib.request.Request(url, method=method)
-    if token:
-        request.add_header("Authorization", f"token {token}")
     try:
-        with urllib.request.urlopen(request, timeout=120) as answer:
-            return answer.status, json.loads(answer.read() or b"{}")
+        status, body = _answer(url, token, method)
+        return status, json.loads(body or b"{}")
     except urllib.error.HTTPError as error:
         body = error.read()
         try:

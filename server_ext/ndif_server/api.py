@@ -31,11 +31,18 @@ JOB_ID = r"(?P<job_id>[0-9a-f]{32})"
 
 class NDIFApi(web.RequestHandler):
     """What every endpoint needs from its base handler: `core`, and `caller` (set once the request is
-    authenticated, before the method runs); JSON answers; `Retry-After` on a 429."""
+    authenticated, before the method runs), and a JSON `write_error`; JSON answers; `Retry-After` on a 429."""
 
     core: NDIFCore
     caller: Caller
     retry_after: int | None = None
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """The base handler's JSON error body, with `Retry-After` on a 429 (headers set before the error are
+        cleared, so it is set here)."""
+        if status_code == 429 and self.retry_after is not None:
+            self.set_header("Retry-After", str(self.retry_after))
+        super().write_error(status_code, **kwargs)
 
     def write_json(self, document: Any, status: int = 200) -> None:
         self.set_status(status)

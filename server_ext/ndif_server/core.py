@@ -77,8 +77,10 @@ class NDIFCore:
         return [self.job_document(job, places) for job in self.store.all() if caller.sees(job)]
 
     def job_document(self, job: Job, places: dict[str, int] | None = None) -> dict[str, Any]:
+        """The job as JSON with its `queue_position`, from `places` or, for a waiting job, its own model's queue."""
         document = job.document()
-        places = self.backend.queue_places() if places is None else places
+        if places is None:
+            places = self.backend.queue_places(job.model) if job.status == "queued" else {}
         document["queue_position"] = places.get(job.id)
         return document
 

@@ -3,8 +3,6 @@ every request (on the resource "ndif"), and every request it lets in is the serv
 
 from __future__ import annotations
 
-from typing import Any
-
 from jupyter_server.auth.decorator import HTTP_METHOD_TO_AUTH_ACTION
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import ensure_async
@@ -22,7 +20,6 @@ class ExtensionHandler(APIHandler):
     caller is the server's one user (`NDIFServer.caller`), whichever of its token or login was presented."""
 
     auth_resource = RESOURCE
-    retry_after: int | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]  # as APIHandler.prepare, which narrows JupyterHandler's
         try:
@@ -45,12 +42,6 @@ class ExtensionHandler(APIHandler):
         return web.HTTPError(
             401, "Jupyter authentication is needed: send the server's token (header `Authorization: token <token>`)."
         )
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Jupyter's JSON error body, with `Retry-After` on a 429 (headers set before the error are cleared)."""
-        if status_code == 429 and self.retry_after is not None:
-            self.set_header("Retry-After", str(self.retry_after))
-        super().write_error(status_code, **kwargs)
 
 
 class ExtensionForwardingHandler(ForwardingHandler, ExtensionHandler):

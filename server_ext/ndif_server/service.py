@@ -35,7 +35,6 @@ class HubServiceHandler(HubOAuthenticated, web.RequestHandler):
     """Authenticates every request with JupyterHub before its method runs: 401 without credentials (a browser is
     sent to log in), 403 without the service's scope; the caller is the hub user (or service) of the credentials."""
 
-    retry_after: int | None = None
     hub_user: dict[str, Any] | None = None
 
     async def prepare(self) -> None:
@@ -62,9 +61,7 @@ class HubServiceHandler(HubOAuthenticated, web.RequestHandler):
         return self.hub_user
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """A JSON body `{"message": ...}` (the message of the HTTPError raised), with `Retry-After` on a 429."""
-        if status_code == 429 and self.retry_after is not None:
-            self.set_header("Retry-After", str(self.retry_after))
+        """A JSON body `{"message": ...}`: the message of the HTTPError raised."""
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(error, "log_message", None) if isinstance(error, web.HTTPError) else None
         self.set_header("Content-Type", "application/json")

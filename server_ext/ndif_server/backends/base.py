@@ -53,15 +53,17 @@ class Backend:
             if job_id is None:
                 return None
             with self._graphs_lock:
-                known = job_id in self._graphs
-                graph = self._graphs.pop(job_id, None)
+                if job_id not in self._graphs:
+                    continue
+                graph = self._graphs.pop(job_id)
             job = self.store.get(job_id)
-            if known and job is not None and job.status == "queued" and not job.cancel_requested:
-                return job, graph  # type: ignore[return-value]  # a graph was put with every job
+            if job is not None and job.status == "queued" and not job.cancel_requested:
+                return job, graph
 
-    def queue_places(self) -> dict[str, int]:
-        """Each waiting job's place in its model's queue: 1 runs next."""
-        return {job_id: place for queue in self.queues.values() for place, job_id in enumerate(queue.order(), 1)}
+    def queue_places(self, model: str | None = None) -> dict[str, int]:
+        """Each waiting job's place in its model's queue (only `model`'s, when given): 1 runs next."""
+        queues = self.queues.values() if model is None else [self.queues[model]]
+        return {job_id: place for queue in queues for place, job_id in enumerate(queue.order(), 1)}
 
     def load(self, name: str) -> dict[str, int]:
         """How many jobs of model `name` wait and run."""
