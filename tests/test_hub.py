@@ -4,18 +4,21 @@ single-user server run as their own unix user and a real kernel in it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from conftest import BROWSER_TESTS, CHROMIUM
 
 from ndif_testing.hub_process import (
     JupyterHubProcess,
+    descendants,
     ensure_unix_users,
     http_status,
     make_interpreter_reachable,
@@ -32,6 +35,8 @@ SERVER_USERS = ["alice", "bob", "carol"]
 ADMIN = "carol"  # a hub admin
 SCOPE_ADMIN = "dave"  # no hub admin, but holds custom:ndif:admin through configure_hub(admins=...)
 QUEUE_CAP = 20
+MB = 1024**2
+REQUEST_LIMIT = 16 * MB
 SLOW_TOKENS = 120
 
 
@@ -87,6 +92,7 @@ def lab():
                 f"    gateway_auth_token={gateway.token!r},",
                 "    device_map='cpu',",
                 f"    max_queued_per_user={QUEUE_CAP},",
+                f"    max_request_bytes={REQUEST_LIMIT},",
                 ")",
             ]
         )
@@ -352,3 +358,59 @@ def test_each_users_sidebar_shows_the_services_models_and_their_jobs(lab, browse
     assert seen["bob"]["serviceOwners"] == ["bob"], "in the browser too, bob's API answers only his jobs"
     assert {"alice", "bob"} <= set(seen[ADMIN]["serviceOwners"])
     assert seen["bob"]["serviceUrl"].endswith("/services/ndif/api/jobs"), "the OAuth login came back to the API"
+
+
+def post_to_service(
+    lab: Lab, token: str, body: bytes, declared: int | None = None, filler: int = 0, direct: bool = False
+):
+    """POST a job body (with `filler` zero bytes, or only a declared length) through the hub's proxy, or `direct`ly
+    to the service's own address."""
+    port = urlparse(lab.hub.api("GET", "services/ndif")["url"]).port if direct else lab.hub.port
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.putrequest("POST", "/services/ndif/api/jobs")
+    connection.putheader("Authorization", f"token {token}")
+    connection.putheader("Content-Type", "application/vnd.ndif.safetensors")
+    connection.putheader("Content-Length", str(declared if declared is not None else len(body) + filler))
+    connection.endheaders()
+    if declared is None:
+        connection.send(body)
+        for start in range(0, filler, MB):
+            connection.send(bytes(min(MB, filler - start)))
+    response = connection.getresponse()
+    answer = response.read()
+    connection.close()
+    return response.status, json.loads(answer or b"{}")
+
+
+def memory_kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {key} for process {pid}")
+
+
+def test_hostile_requests_to_the_service_get_short_4xxs_and_it_keeps_serving(lab):
+    (service,) = [
+        pid
+        for pid in descendants(lab.hub.process.pid)
+        if b"ndif_server.service" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    token = lab.hub.token_for("bob", ["access:services!service=ndif"])
+    assert http_status(lab.hub.service_api() + "models", token)[0] == 200  # the model's meta tree, built once
+    Path(f"/proc/{service}/clear_refs").write_text("5")  # the peak (VmHWM) starts again from the resident size
+    before = memory_kb(service, "VmRSS")
+    raw = b"[" * 100_000 + b"]" * 100_000
+    document = json.dumps({"format": "ndif.request"}).encode()
+    header = json.dumps({"__metadata__": {"ndif": (document[:-1] + b', "x": ' + raw + b"}").decode()}}).encode()
+    status, answer = post_to_service(lab, token, len(header).to_bytes(8, "little") + header)
+    assert status == 400 and "nested more than 48 levels deep" in answer["message"]
+    status, answer = post_to_service(lab, token, b"", filler=3 * REQUEST_LIMIT)
+    assert status == 413 and len(answer["message"]) < 600
+    # The proxy waits for a body it was promised before it answers: the service's own address refuses it unread.
+    status, answer = post_to_service(lab, token, b"", declared=600 * 1024**3, direct=True)
+    assert status == 413 and "644245.1 MB" in answer["message"]
+    status, listing = http_status(lab.hub.service_api() + "jobs", token)
+    assert status == 200 and all(job["owner"] == "bob" for job in listing["jobs"]), "nothing queued for bob"
+    assert http_status(lab.hub.service_api() + "models", token)[0] == 200, "the service goes on serving"
+    peak = memory_kb(service, "VmHWM")
+    assert peak < before + 3 * REQUEST_LIMIT // 1024 + 64 * 1024, f"the service grew from {before} kB to {peak} kB"
