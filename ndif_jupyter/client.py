@@ -53,11 +53,17 @@ class ServerUnavailable(NDIFError):
 
 
 class ServerRefused(NDIFError):
-    """The ndif server answered with the error status `status`."""
+    """The ndif server answered with the error status `status` (and, on a 429, `Retry-After` seconds)."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, retry_after: float | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+BRIEFLY_BUSY_SECONDS = 1.0
+"""A 429 that asks to wait at most this long (the server is busy checking other requests) is sent again by `submit`."""
+BUSY_GIVE_UP_SECONDS = 60.0
 
 
 class ServerClient:
@@ -140,14 +146,29 @@ class ServerClient:
     def submit(self, graph: Graph, model: str) -> dict[str, Any]:
         """Queue `graph` on the server's model `model` without waiting for it: the job as the server answers (its
         `id`, `status`, `queue_position`). POSTed once: a request that may have arrived is never sent again."""
+        body = encode_request(graph, model)
         try:
-            return self._json("POST", "jobs", encode_request(graph, model), CONTENT_TYPE)
+            return self._post_while_briefly_busy(body)
         except ServerUnavailable as error:
             if not error.after_sending:
                 raise
             raise NDIFError(
                 f"{error} The job may have been made all the same: `ServerClient.jobs()` lists the server's jobs."
             ) from None
+
+    def _post_while_briefly_busy(self, body: bytes) -> dict[str, Any]:
+        """POST a job, again after a short, growing pause while the server answers that it is briefly busy (a 429
+        made no job), for up to BUSY_GIVE_UP_SECONDS; any other answer as it comes."""
+        pause, given_up_at = 0.02, time.monotonic() + BUSY_GIVE_UP_SECONDS
+        while True:
+            try:
+                return self._json("POST", "jobs", body, CONTENT_TYPE)
+            except ServerRefused as refused:
+                briefly = refused.status == 429 and (refused.retry_after or 0) <= BRIEFLY_BUSY_SECONDS
+                if not briefly or time.monotonic() + pause > given_up_at:
+                    raise
+            time.sleep(pause * (0.5 + secrets.randbelow(1000) / 1000))
+            pause = min(pause * 2, BRIEFLY_BUSY_SECONDS)
 
     def _poll(self, job_id: str, line: _ProgressLine, wait: float, until: str = "") -> dict[str, Any]:
         """The job, answered once it changes (or after `wait` seconds); a server that does not answer is asked again
@@ -214,7 +235,7 @@ class ServerClient:
             message = _http_error_message(self.url, error)
             if error.code in _NOT_ANSWERING_STATUSES:
                 raise ServerUnavailable(message, after_sending=error.code == 504) from None
-            raise ServerRefused(message, error.code) from None
+            raise ServerRefused(message, error.code, _retry_after(error)) from None
         except urllib.error.URLError as error:
             raise ServerUnavailable(_unreachable_message(self.url, error.reason)) from None
         except _LOST_CONNECTION as error:
@@ -255,6 +276,13 @@ def _unreachable_message(url: str, reason: Any) -> str:
         f"The ndif server at {url} cannot be reached ({reason}). Is the Jupyter server running? "
         f"{SERVER_URL_ENV} says where it is."
     )
+
+
+def _retry_after(error: urllib.error.HTTPError) -> float | None:
+    try:
+        return float(error.headers.get("Retry-After", ""))
+    except (TypeError, ValueError):
+        return None
 
 
 def _http_error_message(url: str, error: urllib.error.HTTPError) -> str:

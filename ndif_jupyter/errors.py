@@ -29,6 +29,10 @@ class ExecutionError(NDIFError):
         super().__init__(_compose(message, source, hint))
 
 
+class NotInBatch(ExecutionError):
+    """A job of a batch reached a value its rows do not own (one the whole batch shares); it must run alone."""
+
+
 class RunCancelled(NDIFError):
     """A run was stopped on request before it finished."""
 

@@ -43,3 +43,15 @@ def test_the_benchmark_runs_its_tiny_scenarios_and_writes_json(tmp_path):
         assert row["ours_ms"] > 0 and row["hooks_ms"] > 0
         assert row["ours_over_hooks"] == pytest.approx(row["ours_ms"] / row["hooks_ms"])
     assert "ours/hooks" in run.stdout and report["machine"]["cores"] >= 1
+
+
+def test_the_co_batching_benchmark_runs_both_servers_and_checks_every_result(tmp_path):
+    output = tmp_path / "co_batching.json"
+    script = BENCH.with_name("co_batching.py")
+    command = [sys.executable, str(script), "--tiny", "gpt2", "--clients", "3", "--jobs", "2", "--json", str(output)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["off"]["jobs"] == report["on"]["jobs"] == 6
+    assert report["off"]["mean_batch"] == 1
+    assert report["on"]["largest_deviation"] <= 1e-5 and report["off"]["largest_deviation"] <= 1e-5

@@ -33,6 +33,37 @@ def test_one_users_many_jobs_never_hold_another_users_single_job_behind_them():
     assert drain(queue)[:4] == ["carol-0", "alice-1", "bob-1", "alice-2"]
 
 
+def test_a_batch_takes_the_jobs_that_fit_in_fair_order_and_passes_over_the_others():
+    queue: FairQueue[str] = FairQueue()
+    for index in range(3):
+        queue.put(f"alice-{index}", "alice")
+    queue.put("bob-long", "bob")
+    queue.put("bob-0", "bob")
+    queue.put("carol-0", "carol")
+    assert queue.take_nowait() == "alice-0"
+    fits = lambda item: not item.endswith("long")  # noqa: E731
+    taken = queue.take_also(fits, 3)
+    assert taken == ["carol-0", "alice-1", "alice-2"], (
+        "each taken job counts as its user's turn; a notebook's jobs keep their order"
+    )
+    assert queue.order() == ["bob-long", "bob-0"], "a job passed over keeps its place at the front"
+    assert queue.take_also(lambda item: False, 5) == [] and len(queue) == 2
+
+
+def test_a_batch_takes_no_more_than_asked_and_is_accepted_once_per_taken_job():
+    queue: FairQueue[str] = FairQueue()
+    for index in range(6):
+        queue.put(f"job-{index}", f"user-{index}")
+    asked = []
+
+    def accept(item: str) -> bool:
+        asked.append(item)
+        return True
+
+    assert queue.take_also(accept, 2) == ["job-0", "job-1"]
+    assert asked == ["job-0", "job-1"]
+
+
 def test_a_users_notebooks_take_turns_and_each_keeps_its_order():
     queue: FairQueue[str] = FairQueue()
     for index in range(3):

@@ -187,6 +187,8 @@ def test_saving_over_the_result_limit_is_refused_before_running_whatever_is_decl
         ({"eos_token_id": [10**9]}, "token ids must be integers from 0 to"),
         ({"do_sample": "yes"}, "do_sample='yes': it must be true or false"),
         ({"max_new_tokens": 200}, "past the model's 128"),
+        ({"seed": -1}, "seed=-1: it must be an integer of at least 0"),
+        ({"seed": 2**63}, "it must be below 2**63"),
     ],
 )
 def test_option_values_and_positions_are_checked_before_queueing(served, gpt2_dir, options, problem):

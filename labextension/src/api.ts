@@ -55,6 +55,8 @@ export interface IJob {
   result_bytes: number;
   /** A queued job's place in its model's queue, in the order the server takes jobs (1 = next); null otherwise. */
   queue_position?: number | null;
+  /** How many jobs ran together in the job's batched forward pass (0 before it runs, 1 alone). */
+  batch?: number;
   error: { type: string; message: string; hint?: string | null } | null;
 }
 

@@ -91,6 +91,9 @@ export function timingText(job: IJob): string {
   if (job.run_seconds) {
     parts.push(`ran ${shortDuration(job.run_seconds)}`);
   }
+  if (job.batch && job.batch > 1) {
+    parts.push(`in a batch of ${job.batch}`);
+  }
   if (job.result_bytes) {
     parts.push(`${(job.result_bytes / 1e6).toFixed(1)} MB`);
   }

@@ -76,6 +76,11 @@ describe('timingText', () => {
   it('lists queue time, run time and result size', () => {
     expect(timingText(job({}))).toBe('queued 0.1 s · ran 3.4 s · 2.5 MB');
   });
+
+  it('says when the job ran in a batch with other jobs, and not when it ran alone', () => {
+    expect(timingText(job({ batch: 4 }))).toBe('queued 0.1 s · ran 3.4 s · in a batch of 4 · 2.5 MB');
+    expect(timingText(job({ batch: 1 }))).toBe('queued 0.1 s · ran 3.4 s · 2.5 MB');
+  });
 });
 
 describe('renderJob', () => {

@@ -72,6 +72,40 @@ def region(actual: torch.Size, expected: list[int], span: Span) -> tuple | None:
     return tuple(index) if cut else None
 
 
+def shared_leaf(value: Any, shapes: list, span: Span) -> bool:
+    """Whether a batched value holds a tensor the invoke would get whole (no rows of its own to cut), so that
+    another invoke's rows or a value they all share would be within its reach."""
+    if span.whole:
+        return False
+    expected = iter(shapes)
+    for leaf in leaves(value):
+        want = next(expected, None)
+        if isinstance(leaf, torch.Tensor) and want is not None and len(leaf.shape) == len(want):
+            try:
+                if region(leaf.shape, want, span) is None:
+                    return True
+            except ValueError:
+                return False
+    return False
+
+
+def replaces_shared_part(current: Any, new: Any) -> bool:
+    """Whether writing `new` over `current` would replace a part of the value that is not a tensor (a cache object,
+    a flag): such parts have no rows, so every invoke of the batch would see the change."""
+    replaced = False
+
+    def visit(leaf: Any, value: Any) -> Any:
+        nonlocal replaced
+        if not isinstance(leaf, torch.Tensor) and value is not leaf:
+            same_constant = isinstance(value, (bool, int, float, str, type(None))) and type(value) is type(leaf)
+            if not (same_constant and value == leaf):
+                replaced = True
+        return leaf
+
+    zip_map_leaves(visit, current, new)
+    return replaced
+
+
 def narrow(value: Any, shapes: list, span: Span) -> Any:
     """The invoke's part of a batched value (views, so in-place edits reach the model)."""
     if span.whole:

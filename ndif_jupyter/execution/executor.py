@@ -1,28 +1,43 @@
 """The one executor: runs an intervention graph on a real model with hooks, and returns the saved values.
 
-Every place a graph runs (the kernel, the server extension, a gateway worker) calls `execute`. Hooks go only on
-the modules the graph touches and are removed when the run ends, also when it fails. Nodes run in the order they
-were recorded, each as soon as what it reads exists: a node bound to a module event (reading or setting a module's
-input or output at a generation step) runs inside that module's hook.
+Every place a graph runs (the kernel, the server extension, a gateway worker) calls `execute`, or `execute_batch`
+for several jobs' graphs in one batched run. Hooks go only on the modules the graph touches and are removed when the
+run ends, also when it fails. Nodes run in the order they were recorded, each as soon as what it reads exists: a
+node bound to a module event (reading or setting a module's input or output at a generation step) runs inside that
+module's hook.
+
+In a batch, each job is a `Part` of the merged graph: a node that fails, a cancel, or the end of a job's generation
+stops that part's nodes only; its rows keep running in the batch, unread.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import torch
 
-from ..errors import ExecutionError, NDIFError
+from ..errors import ExecutionError, NDIFError, NotInBatch, RunCancelled
 from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref
 from ..ir.nested import any_leaf, first_input, map_leaves, value_bytes
 from ..ir.result import ExecutionResult
 from ..operations import GETTER_PHASES, OPERATIONS, SETTER_PHASES
-from .batching import Span, build_inputs, narrow, position_ids_from, replace, shape_mismatch
+from .batching import (
+    Span,
+    build_inputs,
+    narrow,
+    position_ids_from,
+    replace,
+    replaces_shared_part,
+    shape_mismatch,
+    shared_leaf,
+)
 from .diagnostics import EventKey, display, event_text, raised_at, unfinished_nodes
+from .generation import SAMPLING_OPTIONS, PartEnds, SeededSampling, eos_ids, seeded
 from .guard import RunGuard
+from .merging import Part, merge, single_part, split
 from .modules import forward_parameters, submodule
 from .scheduler import Scheduler
 
@@ -39,7 +54,41 @@ def execute(
     token): a place to report progress. `guard`, when given, is checked before every node and every forward pass
     (to cancel the run or end it at a deadline) and told the bytes the graph's values hold.
     """
-    return _Run(graph, model, on_forward, guard).run()
+    return _Run(graph, model, on_forward, guard, [single_part(graph)]).run()
+
+
+JobOutcome = ExecutionResult | NDIFError
+"""What `execute_batch` gives each job: its result, or the error that ended it."""
+
+
+def execute_batch(
+    graphs: Sequence[Graph],
+    model: torch.nn.Module,
+    on_forward: Callable[[int], None] | None = None,
+    guard: RunGuard | None = None,
+    job_stopped: Callable[[int], bool] | None = None,
+) -> list[JobOutcome]:
+    """Run several jobs' graphs (sharing a `merging.batch_key`) as one batch; each job's own result or error, in order.
+
+    Each job's values equal those of its graph run alone with `execute`: its rows are padded and positioned as its
+    own, its interventions see and change only its rows, its generation stops at its own length, and seeded
+    sampling draws from its own generator. A job whose node fails, or for which `job_stopped(index)` turns True
+    (RunCancelled), ends alone. Errors of the whole run (the model failing, `guard` stopping it) are raised.
+    """
+    graph, parts = merge(graphs)
+    run = _Run(graph, model, on_forward, guard, parts, job_stopped)
+    result = run.run()
+    merged_length = max(invoke.length for invoke in graph.invokes)
+    outcomes: list[JobOutcome] = []
+    for index, (part, own) in enumerate(zip(parts, graphs)):
+        failure = run.failures.get(index)
+        if failure is not None:
+            outcomes.append(failure)
+            continue
+        steps = run.part_steps(index)
+        own_length = max(invoke.length for invoke in own.invokes)
+        outcomes.append(split(result, part, steps, merged_length, own_length))
+    return outcomes
 
 
 def saved_copy(value: Any) -> Any:
@@ -67,10 +116,21 @@ class _Run:
         self,
         graph: Graph,
         model: torch.nn.Module,
-        on_forward: Callable[[int], None] | None = None,
-        guard: RunGuard | None = None,
+        on_forward: Callable[[int], None] | None,
+        guard: RunGuard | None,
+        parts: list[Part],
+        part_stopped: Callable[[int], bool] | None = None,
     ):
         self.graph = graph
+        self.parts = parts
+        self.contained = len(parts) > 1
+        self.part_stopped = part_stopped
+        self.part_of = [0] * len(graph.nodes)
+        for index, part in enumerate(parts):
+            self.part_of[part.first_node : part.first_node + part.nodes] = [index] * part.nodes
+        self.failures: dict[int, NDIFError] = {}
+        self.ended_at: dict[int, int] = {}
+        self.part_ends: PartEnds | None = None
         self.model = model
         self.on_forward = on_forward
         self.guard = guard or RunGuard()
@@ -118,6 +178,8 @@ class _Run:
                     output_ids = self._generate(input_ids, attention_mask)
                 else:
                     self._forward(input_ids, attention_mask)
+        except _NothingLeft:
+            pass
         except NDIFError as error:
             failure = error
         except Exception as error:
@@ -134,8 +196,38 @@ class _Run:
             # Raised without its traceback or chained errors: their frames would keep the run's tensors alive.
             failure.__cause__ = failure.__context__ = None
             raise failure.with_traceback(None)
-        missing = unfinished_nodes(self.nodes, self.scheduler, self.event_of, self.graph.kind, self.forward_calls)
+        missing: dict[int, str] = {}
+        for index, part in enumerate(self.parts):
+            if index in self.failures:
+                continue
+            nodes = self.nodes[part.first_node : part.first_node + part.nodes]
+            try:
+                missing.update(
+                    unfinished_nodes(nodes, self.scheduler, self.event_of, self.graph.kind, self.part_steps(index))
+                )
+            except NDIFError as error:
+                if not self.contained:
+                    raise
+                self._fail_part(index, error)
         return ExecutionResult(self.saved, output_ids, missing, self.forward_calls, time.perf_counter() - started)
+
+    def part_steps(self, index: int) -> int:
+        """The forward passes part `index` saw: until its generation ended, or all of the run's."""
+        return self.ended_at.get(index, self.forward_calls)
+
+    def _active(self, index: int) -> bool:
+        return index not in self.failures and index not in self.ended_at
+
+    def _fail_part(self, index: int, error: NDIFError) -> None:
+        """End part `index` with `error`: its nodes stop running and its values are let go; the others go on."""
+        error.__cause__ = error.__context__ = None
+        self.failures[index] = error.with_traceback(None)
+        part = self.parts[index]
+        for node_id in range(part.first_node, part.first_node + part.nodes):
+            self.held -= value_bytes(self.values.pop(node_id, None))
+            self.saved.pop(node_id, None)
+        if all(not self._active(other) for other in range(len(self.parts))) and self.graph.kind == "trace":
+            raise _NothingLeft
 
     def _forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
         kwargs = dict(self.graph.options)
@@ -147,11 +239,23 @@ class _Run:
 
     def _generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         self.step = -1
-        output = cast(Any, self.model).generate(
+        model = cast(Any, self.model)
+        options = {key: value for key, value in self.graph.options.items() if key != "seed"}
+        extra: dict[str, Any] = {}
+        if seeded(options, self.parts):
+            extra["logits_processor"] = [SeededSampling(model.generation_config, options, self.parts)]
+            options = {key: value for key, value in options.items() if key not in SAMPLING_OPTIONS}
+            options["do_sample"] = False
+        if self.contained:
+            eos = eos_ids(model.generation_config, options)
+            self.part_ends = PartEnds(self.parts, input_ids.shape[1], eos, lambda index: index in self.failures)
+            extra["stopping_criteria"] = [self.part_ends]
+        output = model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             pad_token_id=self.graph.pad_token_id,
-            **self.graph.options,
+            **options,
+            **extra,
         )
         sequences = output if isinstance(output, torch.Tensor) else output.sequences
         return sequences.detach().to("cpu")
@@ -171,8 +275,13 @@ class _Run:
         return handles
 
     def _check_forward(self, module, args):
-        if not self.suspended:
-            self.guard.check()
+        if self.suspended:
+            return
+        self.guard.check()
+        if self.contained:
+            for index in range(len(self.parts)):
+                if self._active(index) and self.part_stopped is not None and self.part_stopped(index):
+                    self._fail_part(index, RunCancelled("the job was cancelled"))
 
     def _report_forward(self, module, args):
         if not self.suspended and self.on_forward is not None:
@@ -182,6 +291,10 @@ class _Run:
     def _count_step(self, module, args):
         if not self.suspended:
             self.step += 1
+            if self.part_ends is not None:
+                for index in self.part_ends.finished_parts():
+                    if self._active(index):
+                        self.ended_at[index] = self.forward_calls
             self.forward_calls += 1
 
     def _pre_hook(self, path: str):
@@ -210,13 +323,16 @@ class _Run:
                     self.scheduler.push(node_id)
             self._drain()
             for node_id in self.events[key]:
-                if not self.scheduler.done[node_id]:
+                if not self.scheduler.done[node_id] and self._active(self.part_of[node_id]):
                     node = self.nodes[node_id]
-                    raise ExecutionError(
+                    error = ExecutionError(
                         f"`{display(node)}` could not run when {event_text(key)} ran: a value it needs was not "
                         "computed yet.",
                         node.source,
                     )
+                    if not self.contained:
+                        raise error
+                    self._fail_part(self.part_of[node_id], error)
         finally:
             self.active = None
         return state
@@ -226,8 +342,22 @@ class _Run:
         scheduler = self.scheduler
         node_id = scheduler.pop()
         while node_id is not None:
-            self._run_node(node_id)
+            if not self.contained:
+                self._run_node(node_id)
+            elif self._active(self.part_of[node_id]):
+                self._run_part_node(node_id)
             node_id = scheduler.pop()
+
+    def _run_part_node(self, node_id: int) -> None:
+        """Run a node of one part of a batch: its failure or its part's cancel ends that part only."""
+        index = self.part_of[node_id]
+        if self.part_stopped is not None and self.part_stopped(index):
+            self._fail_part(index, RunCancelled("the job was cancelled"))
+            return
+        try:
+            self._run_node(node_id)
+        except ExecutionError as error:
+            self._fail_part(index, error)
 
     def _run_node(self, node_id: int) -> None:
         node = self.nodes[node_id]
@@ -279,6 +409,13 @@ class _Run:
         state = self.active[1]
         span = self.spans[node.args[1]]
         shapes = node.kwargs["shapes"]
+        one_input = node.op in ("module.input", "module.set_input")
+        if self.contained and shared_leaf(first_input(*state.value) if one_input else state.value, shapes, span):
+            raise NotInBatch(
+                f"`{display(node)}` reaches a value that every job of the batch shares ({event_text(key)} has no "
+                "row per prompt), so it runs alone.",
+                node.source,
+            )
         if node.op in GETTER_PHASES:
             value = state.value if node.op != "module.input" else first_input(*state.value)
             value = narrow(value, shapes, span)
@@ -291,6 +428,12 @@ class _Run:
                 )
             return value
         new_value = self._resolve(self.constants[node.id][0][3])
+        if self.contained and node.op == "module.set_inputs" and replaces_shared_part(state.value, tuple(new_value)):
+            raise NotInBatch(
+                f"`{display(node)}` replaces a part of {event_text(key)} that is not a tensor, which every job of the "
+                "batch shares, so it runs alone.",
+                node.source,
+            )
         try:
             if node.op == "module.set_output":
                 state.value = replace(state.value, new_value, shapes, span)
@@ -342,6 +485,10 @@ class _Run:
         if not any_leaf(_is_tensor, node.args) and not any_leaf(_is_tensor, values):
             return node.args, node.kwargs
         return map_leaves(place, node.args), map_leaves(place, node.kwargs)
+
+
+class _NothingLeft(Exception):
+    """Every part of a batched trace ended early: the forward pass has nothing left to do."""
 
 
 def _with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, dict]:

@@ -80,7 +80,10 @@ _ARGUMENTS = (
     ),
     argument("--repetition-penalty", type=float, metavar="R", help="Penalty for repeated tokens."),
     argument(
-        "--seed", type=int, metavar="N", help="Seed torch's random generator before the run (reproducible sampling)."
+        "--seed",
+        type=int,
+        metavar="N",
+        help="Sample from a generator seeded with N (the same tokens locally, on a server, in a batch).",
     ),
 )
 
@@ -114,6 +117,8 @@ class CellOptions:
         for key in options:
             if key not in accepted:
                 raise UsageError(_unknown_option_message(key, accepted, self.command))
+        if self.seed is not None:
+            options["seed"] = self.seed
         return options
 
 

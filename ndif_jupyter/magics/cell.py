@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-import torch
-
 from ..errors import TraceError
 from ..model import Model
 from ..tracing.invoker import Invoker
@@ -124,9 +122,7 @@ class NextStep:
         return "<next(): the open invoke moves to the next generated token>"
 
 
-def run_body(
-    shell: Any, model: Model, block: Tracer, body: CompiledBody, invoker: Invoker | None, seed: int | None
-) -> CellResult:
+def run_body(shell: Any, model: Model, block: Tracer, body: CompiledBody, invoker: Invoker | None) -> CellResult:
     """Run the body inside `block` (and inside `invoker`, if given); the namespace changes only on success."""
     __tracebackhide__ = True
     transaction = NamespaceTransaction(shell.user_ns)
@@ -145,8 +141,6 @@ def run_body(
                     None,
                     "Give the cell its prompts with --prompt TEXT, or open one with `with invoke(prompt):`.",
                 )
-            if seed is not None:
-                torch.manual_seed(seed)
     except BaseException:
         transaction.rollback()
         raise

@@ -101,7 +101,7 @@ class NDIFMagics(Magics):
                 return
             raise
         try:
-            result = run_body(self.shell, model, block, body, invoker, options.seed)
+            result = run_body(self.shell, model, block, body, invoker)
         except Exception as error:
             if report_in_cell(self.shell, error, body.filename):
                 return

@@ -25,11 +25,13 @@ LONGEST_MESSAGE = 600
 
 
 class Refusal(Exception):
-    """A request the server will not run: the HTTP status to answer (413, 400, ...) and a short message."""
+    """A request the server will not run: the HTTP status to answer (413, 400, ...) and a short message; for a 429,
+    the seconds after which sending it again may succeed (`retry_after`, None: the server's usual wait)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         self.status = status
         self.message = cut(message, LONGEST_MESSAGE)
+        self.retry_after = retry_after
         super().__init__(self.message)
 
 

@@ -39,6 +39,7 @@ GENERATE_OPTIONS = TRACE_OPTIONS | frozenset(
         "forced_eos_token_id",
         "num_beams",
         "num_return_sequences",
+        "seed",
     }
 )
 _MODULE_VALUE_EVENTS = MODULE_EVENTS - {"module.call"}
@@ -139,7 +140,7 @@ _FLAG_OPTIONS = frozenset(
     }
 )
 _COUNT_OPTIONS = {"logits_to_keep": 0, "max_new_tokens": 1, "min_new_tokens": 0, "top_k": 0, "no_repeat_ngram_size": 0}
-_COUNT_OPTIONS.update({"num_beams": 1, "num_return_sequences": 1})
+_COUNT_OPTIONS.update({"num_beams": 1, "num_return_sequences": 1, "seed": 0})
 _NUMBER_OPTIONS = {
     "temperature": (0.0, math.inf, False),
     "top_p": (0.0, 1.0, True),
@@ -160,6 +161,8 @@ def _option_problem(key: str, value: Any, vocabulary: int) -> str | None:
     """What is wrong with one option's value, or None."""
     if key in _FLAG_OPTIONS:
         return None if isinstance(value, bool) else "it must be true or false"
+    if key == "seed" and _is_int(value) and value >= 2**63:
+        return "it must be below 2**63"
     if key in _COUNT_OPTIONS:
         least = _COUNT_OPTIONS[key]
         return None if _is_int(value) and value >= least else f"it must be an integer of at least {least}"

@@ -13,6 +13,8 @@ from ndif_jupyter.protocol.limits import Limits
 
 PER_USER = 2
 RETRY_SECONDS = 5
+BUSY_RETRY_SECONDS = 1
+"""The wait a request refused because others are being checked is told: checking takes milliseconds."""
 
 
 class Admissions:
@@ -35,7 +37,9 @@ class Admissions:
         """`admit(body, ...)` on the pool; Refusal 429 (with RETRY_SECONDS) when too many are being checked."""
         if sum(self._busy.values()) >= self.most or self._busy[user] >= PER_USER:
             raise Refusal(
-                429, f"the server is checking {sum(self._busy.values())} other requests; try again in a few seconds"
+                429,
+                f"the server is checking {sum(self._busy.values())} other requests; try again in a second",
+                retry_after=BUSY_RETRY_SECONDS,
             )
         self._busy[user] += 1
         try:

@@ -51,7 +51,7 @@ class NDIFApi(web.RequestHandler):
 
     def refuse(self, refusal: Refusal) -> web.HTTPError:
         if refusal.status == 429:
-            self.retry_after = RETRY_SECONDS
+            self.retry_after = refusal.retry_after or RETRY_SECONDS
         return web.HTTPError(refusal.status, refusal.message)
 
     def job_or_404(self, job_id: str) -> Job:

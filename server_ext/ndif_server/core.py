@@ -39,7 +39,16 @@ class NDIFCore:
     def _make_backend(self) -> Backend:
         settings = self.settings
         if settings.backend == "local":
-            return LocalBackend(settings.models, self.store, settings.device_map, self.limits, self.log)
+            return LocalBackend(
+                settings.models,
+                self.store,
+                settings.device_map,
+                self.limits,
+                self.log,
+                batch_jobs=settings.batch_jobs,
+                replica_device_maps=list(settings.replica_device_maps)
+                or [settings.device_map] * max(1, settings.replicas),
+            )
         if not settings.gateway_url:
             raise TraitError("backend = 'gateway' needs gateway_url, the Kernel Gateway's URL")
         gateway = GatewaySettings(
@@ -51,7 +60,16 @@ class NDIFCore:
             settings.gateway_job_timeout,
             settings.gateway_ca_certs,
         )
-        return GatewayBackend(settings.models, self.store, gateway, settings.device_map, self.limits, self.log)
+        return GatewayBackend(
+            settings.models,
+            self.store,
+            gateway,
+            settings.device_map,
+            self.limits,
+            self.log,
+            batch_jobs=settings.batch_jobs,
+            replicas=max(1, settings.replicas),
+        )
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self.store.bind_loop(loop)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -54,6 +54,40 @@ class FairQueue(Generic[Item]):
     def take_nowait(self) -> Item | None:
         with self._changed:
             return self._take()
+
+    def take_also(self, accept: Callable[[Item], bool], most: int) -> list[Item]:
+        """Up to `most` more waiting items that `accept` takes, in the order `take` would give them, each counted as
+        its user's and client's turn; the items passed over keep their places."""
+        taken: list[Item] = []
+        with self._changed:
+            while len(taken) < most and self._waiting:
+                item = self._first_accepted(accept)
+                if item is None:
+                    break
+                self._turns_given += 1
+                user, client = self._place_of(item)
+                self._waiting[user].waiting[client].remove(item)
+                self._last_turn[user] = self._turns_given
+                self._waiting[user].last_turn[client] = self._turns_given
+                _drop_if_empty(self._waiting, user, client)
+                taken.append(item)
+        return taken
+
+    def _first_accepted(self, accept: Callable[[Item], bool]) -> Item | None:
+        waiting = OrderedDict((user, clients.copy()) for user, clients in self._waiting.items())
+        last_turn = dict(self._last_turn)
+        for index in range(self._count()):
+            item = _take_from(waiting, last_turn, self._turns_given + 1 + index)
+            if accept(item):
+                return item
+        return None
+
+    def _place_of(self, item: Item) -> tuple[Hashable, Hashable]:
+        for user, clients in self._waiting.items():
+            for client, items in clients.waiting.items():
+                if item in items:
+                    return user, client
+        raise KeyError(item)
 
     def remove(self, item: Item) -> bool:
         """Take `item` out of the line (a cancelled job); False when it is not waiting."""

@@ -61,6 +61,7 @@ class Job:
     error: dict[str, Any] | None = None
     cost: dict[str, int] | None = None
     expired: bool = False
+    batch: int = 0
     cancel_requested: bool = field(default=False, repr=False)
 
     def document(self) -> dict[str, Any]:
@@ -85,6 +86,7 @@ class Job:
             "expired": self.expired,
             "error": self.error,
             "cost": self.cost,
+            "batch": self.batch,
         }
 
     @classmethod
@@ -105,6 +107,7 @@ class Job:
             "result_bytes",
             "error",
             "cost",
+            "batch",
         )
         return cls(**{key: document[key] for key in keys if key in document})
 

@@ -73,6 +73,23 @@ class NDIFSettings(Configurable):
         help="The most result bytes kept for one user: when a new result passes it, the user's oldest results are "
         "removed; a job whose result could not fit beside the user's waiting jobs is refused (429).",
     )
+    batch_jobs = Integer(
+        8,
+        config=True,
+        help="The most waiting jobs of one model run together as one batched forward pass (co-batching), each with "
+        "its own values, errors and cancel; 1 runs each job alone.",
+    )
+    replicas = Integer(
+        1,
+        config=True,
+        help="Copies of each served model: worker threads with their own weights (local; see replica_device_maps) or "
+        "warm kernels on the gateway. The next batch goes to the least-loaded copy.",
+    )
+    replica_device_maps = List(
+        Union([Unicode(), Dict()]),
+        config=True,
+        help="Where each local replica's weights load (e.g. ['cuda:0', 'cuda:1']); default: device_map for all.",
+    )
     admission_threads = Integer(2, config=True, help="Threads that check requests before they are queued.")
     max_admitting = Integer(
         8, config=True, help="The most requests being checked at once (2 per user); more are refused (429)."

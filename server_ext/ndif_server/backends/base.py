@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 
+from ndif_jupyter.execution.merging import batch_key, similar_length
 from ndif_jupyter.ir.graph import Graph
 from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL_ALIASES
 from ndif_jupyter.loading.loaded import LoadedModel
-from ndif_jupyter.protocol.limits import cut
+from ndif_jupyter.protocol.limits import Limits, cut
 
 from ..fair_queue import FairQueue
 from ..jobs import Job, JobStore
@@ -23,16 +24,21 @@ class Backend:
     """Serves the models named in `models`: each model's jobs wait in a `FairQueue` (in turn across users, then
     across a user's notebooks) until a subclass takes them (`next_job`) and runs them."""
 
-    def __init__(self, models: list[str], store: JobStore):
+    def __init__(self, models: list[str], store: JobStore, limits: Limits | None = None, batch_jobs: int = 1):
+        """`batch_jobs`: the most jobs run together as one batch (1: each alone), within `limits`' batch size and
+        memory."""
         self.models = list(models)
         self.store = store
+        self.limits = limits or Limits()
+        self.batch_jobs = max(1, batch_jobs)
         self._built: dict[str, LoadedModel] = {}
         self._build_lock = threading.Lock()
         self._described: dict[str, dict[str, Any]] = {}
         self.queues: dict[str, FairQueue[str]] = {name: FairQueue() for name in self.models}
         self._graphs: dict[str, Graph] = {}
         self._graphs_lock = threading.Lock()
-        self.running: dict[str, Job] = {}
+        self.running: dict[str, list[Job]] = {}
+        self._running_lock = threading.Lock()
 
     def submit(self, job: Job, graph: Graph) -> None:
         """Queue a job to run on its model when its turn comes."""
@@ -60,6 +66,45 @@ class Backend:
             if job is not None and job.status == "queued" and not job.cancel_requested:
                 return job, graph
 
+    def next_batch(self, name: str, timeout: float | None = 0) -> list[tuple[Job, Graph]]:
+        """The next job of model `name` in fair order (waiting as `next_job` does), and after it the waiting jobs
+        that can share its batch, in fair order: the same `batch_key`, a `similar_length`, up to `batch_jobs` jobs,
+        `max_batch_size` rows and `max_memory_bytes` of values (by the jobs' costs). Empty when no job came."""
+        first = self.next_job(name, timeout)
+        if first is None:
+            return []
+        batch = [first]
+        key = batch_key(first[1]) if first[1] is not None else None
+        if self.batch_jobs == 1 or key is None:
+            return batch
+        rows = first[1].batch_size
+        memory = _peak_bytes(first[0])
+
+        def accept(job_id: str) -> bool:
+            nonlocal rows, memory
+            with self._graphs_lock:
+                graph = self._graphs.get(job_id)
+            job = self.store.get(job_id)
+            if graph is None or job is None or job.status != "queued" or job.cancel_requested:
+                return False
+            if batch_key(graph) != key or not similar_length(first[1], graph):
+                return False
+            if rows + graph.batch_size > self.limits.max_batch_size:
+                return False
+            if memory + _peak_bytes(job) > self.limits.max_memory_bytes:
+                return False
+            rows += graph.batch_size
+            memory += _peak_bytes(job)
+            return True
+
+        for job_id in self.queues[name].take_also(accept, self.batch_jobs - 1):
+            with self._graphs_lock:
+                graph = self._graphs.pop(job_id, None)
+            job = self.store.get(job_id)
+            if graph is not None and job is not None:
+                batch.append((job, graph))
+        return batch
+
     def queue_places(self, model: str | None = None) -> dict[str, int]:
         """Each waiting job's place in its model's queue (only `model`'s, when given): 1 runs next."""
         queues = self.queues.values() if model is None else [self.queues[model]]
@@ -67,7 +112,21 @@ class Backend:
 
     def load(self, name: str) -> dict[str, int]:
         """How many jobs of model `name` wait and run."""
-        return {"queued": len(self.queues[name]), "running": int(name in self.running)}
+        return {"queued": len(self.queues[name]), "running": len(self.running.get(name, []))}
+
+    def started(self, name: str, jobs: list[Job]) -> None:
+        """`jobs` of model `name` began running (as one batch)."""
+        with self._running_lock:
+            self.running[name] = [*self.running.get(name, []), *jobs]
+
+    def ended(self, name: str, jobs: list[Job]) -> None:
+        """`jobs` of model `name` are no longer running."""
+        with self._running_lock:
+            left = [job for job in self.running.get(name, []) if job not in jobs]
+            if left:
+                self.running[name] = left
+            else:
+                self.running.pop(name, None)
 
     def served_name(self, requested: str) -> str | None:
         """The served model a request's model name means: the same name, another name of the default model, or
@@ -130,6 +189,34 @@ class Backend:
         """Stop taking jobs."""
         for queue in self.queues.values():
             queue.close()
+
+
+STEP_REPORT_SECONDS = 0.25
+"""How often a running job's step is saved and its watchers woken: a save per forward pass of a small model would
+cost more than the pass."""
+
+
+class StepReporter:
+    """Records the forward pass that `jobs` (one batch) reached: the first at once, then at most every
+    STEP_REPORT_SECONDS; each job's step counts no further than its own steps."""
+
+    def __init__(self, store: JobStore, jobs: list[Job]):
+        self.store = store
+        self.jobs = jobs
+        self.last = -STEP_REPORT_SECONDS
+
+    def __call__(self, step: int) -> None:
+        now = time.monotonic()
+        if now - self.last < STEP_REPORT_SECONDS:
+            return
+        self.last = now
+        for job in self.jobs:
+            if job.status == "running":
+                self.store.update(job, step=min(step, max(job.steps, 1)))
+
+
+def _peak_bytes(job: Job) -> int:
+    return int((job.cost or {}).get("peak_bytes", 0))
 
 
 def module_tree(module: torch.nn.Module, name: str = "") -> dict[str, Any]:

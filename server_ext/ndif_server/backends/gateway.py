@@ -1,5 +1,5 @@
-"""The gateway backend: each served model lives in one warmed kernel on a Jupyter Kernel Gateway (the GPU host);
-jobs go to it as data, and results come back in checked chunks."""
+"""The gateway backend: each served model lives in warmed kernels (its replicas) on a Jupyter Kernel Gateway (the
+GPU host); batches of jobs go to a free one as data, and each job's result comes back in checked chunks."""
 
 from __future__ import annotations
 
@@ -32,43 +32,66 @@ class GatewaySettings:
     ca_certs: str = ""
 
 
+Replica = tuple[str, int]
+"""One copy of a served model: its name and its replica number."""
+
+
 class GatewayBackend(Backend):
-    """Forwards validated jobs to a warmed kernel per model on the gateway, one job at a time per model."""
+    """Forwards validated jobs to warmed kernels on the gateway: `replicas` kernels per model, each running one batch
+    at a time; a kernel that is free takes the model's next batch, so batches go to the least-loaded replica."""
 
     def __init__(
-        self, models: list[str], store: JobStore, settings: GatewaySettings, device_map: Any, limits: Limits, log: Any
+        self,
+        models: list[str],
+        store: JobStore,
+        settings: GatewaySettings,
+        device_map: Any,
+        limits: Limits,
+        log: Any,
+        batch_jobs: int = 1,
+        replicas: int = 1,
     ):
-        super().__init__(models, store)
+        super().__init__(models, store, limits, batch_jobs)
         self.settings = settings
         self.device_map = device_map
-        self.limits = limits
         self.log = log
-        self._kernels: dict[str, KernelClient] = {}
-        self._comms: dict[str, str] = {}
+        self.replicas = max(1, replicas)
+        self._kernels: dict[Replica, KernelClient] = {}
+        self._comms: dict[Replica, str] = {}
+        self._batches: dict[Replica, list[Job]] = {}
         self._ready: dict[str, asyncio.Event] = {}
-        self._consumers: dict[str, asyncio.Task] = {}
+        self._consumers: dict[Replica, asyncio.Task] = {}
         self._interrupts: set[asyncio.Task] = set()
 
     def loaded(self, name: str) -> bool:
-        kernel = self._kernels.get(name)
+        return any(self._alive((name, replica)) for replica in range(self.replicas))
+
+    def _alive(self, replica: Replica) -> bool:
+        kernel = self._kernels.get(replica)
         return kernel is not None and kernel.alive
 
     def kernel_id(self, name: str) -> str | None:
-        """The gateway's id of the kernel that serves model `name`, once one was started."""
-        kernel = self._kernels.get(name)
-        return kernel.kernel_id if kernel is not None else None
+        """The gateway's id of the first kernel that serves model `name`, once one was started."""
+        return next(iter(self.kernel_ids(name)), None)
+
+    def kernel_ids(self, name: str) -> list[str]:
+        """The gateway's ids of the kernels started for model `name`, by replica."""
+        found = [self._kernels.get((name, replica)) for replica in range(self.replicas)]
+        return [kernel.kernel_id for kernel in found if kernel is not None and kernel.kernel_id is not None]
 
     def _queued(self, name: str) -> None:
         self._ready.setdefault(name, asyncio.Event()).set()
-        consumer = self._consumers.get(name)
-        if consumer is None or consumer.done():
-            self._consumers[name] = asyncio.ensure_future(self._consume(name))
+        for replica in range(self.replicas):
+            consumer = self._consumers.get((name, replica))
+            if consumer is None or consumer.done():
+                self._consumers[(name, replica)] = asyncio.ensure_future(self._consume((name, replica)))
 
     def _stop_running(self, job: Job) -> None:
-        if self.running.get(job.model) is job and self.loaded(job.model):
-            task = asyncio.ensure_future(self._interrupt(job.model))
-            self._interrupts.add(task)  # the loop keeps only a weak reference to a task
-            task.add_done_callback(self._interrupts.discard)
+        for replica, jobs in self._batches.items():
+            if job in jobs and self._alive(replica) and replica in self._comms:
+                task = asyncio.ensure_future(self._interrupt(replica))
+                self._interrupts.add(task)  # the loop keeps only a weak reference to a task
+                task.add_done_callback(self._interrupts.discard)
 
     async def stopped(self) -> None:
         """Return once every kernel of this backend was asked to stop (the gateway would keep them, and their models,
@@ -82,101 +105,137 @@ class GatewayBackend(Backend):
         for kernel in self._kernels.values():
             kernel.shutdown()
 
-    # ----- one model's jobs, one at a time in fair order -----
-    async def _consume(self, name: str) -> None:
+    # ----- one replica's batches, one at a time, in fair order -----
+    async def _consume(self, replica: Replica) -> None:
+        name = replica[0]
         ready = self._ready[name]
         while True:
-            taken = self.next_job(name)
-            if taken is None:
+            batch = self.next_batch(name)
+            if not batch:
                 ready.clear()
                 await ready.wait()
                 continue
-            job, graph = taken
-            self.running[name] = job
+            ready.set()  # other replicas look for more waiting jobs
+            jobs = [job for job, _ in batch]
+            self.started(name, jobs)
+            self._batches[replica] = jobs
             try:
-                await self._run(job, graph)
+                while batch:
+                    batch = await self._run(batch, replica)
             finally:
-                self.running.pop(name, None)
+                self._batches.pop(replica, None)
+                self.ended(name, jobs)
 
-    async def _run(self, job: Job, graph: Graph) -> None:
+    async def _run(self, batch: list[tuple[Job, Graph]], replica: Replica) -> list[tuple[Job, Graph]]:
+        """Run a batch on a replica; the jobs to run again (those interrupted with the batch for another's cancel)."""
         store = self.store
-        store.update(job, status="running", phase="starting kernel", started=time.time())
+        batch = [(job, graph) for job, graph in batch if not job.cancel_requested]
+        if not batch:
+            return []
+        jobs = [job for job, _ in batch]
+        for job in jobs:
+            store.update(job, status="running", phase="starting kernel", started=time.time(), batch=len(batch))
         try:
-            collector = await self._attempt(job, graph)
-            if collector is None:
-                self._discard(job.model)
-                collector = await self._attempt(job, graph)
-            if collector is None:
+            collectors = await self._attempt(batch, replica)
+            if collectors is None:
+                self._discard(replica)
+                collectors = await self._attempt(batch, replica)
+            if collectors is None:
                 raise GatewayError("the worker in the gateway kernel is gone and could not be started again")
-            if collector.outcome == "cancelled" or job.cancel_requested:
+        except GatewayError as error:
+            if isinstance(error, KernelDied) or not self._alive(replica):
+                self._discard(replica)
+                message = f"{error}; the next job starts a fresh kernel"
+            else:
+                message = str(error)
+            for job in jobs:
+                self._gateway_failure(job, message, job.phase)
+            return []
+        again = []
+        for (job, graph), collector in zip(batch, collectors):
+            if collector.outcome == "cancelled" and not job.cancel_requested:
+                collector.discard()
+                store.update(job, step=0)
+                again.append((job, graph))
+            elif collector.outcome == "cancelled" or job.cancel_requested:
                 collector.discard()
                 store.update(job, status="cancelled", phase="cancelled", finished=time.time())
             elif collector.outcome == "error":
                 collector.discard()
                 store.update(job, status="error", phase="failed", error=collector.error, finished=time.time())
             else:
-                size = collector.store_result()
+                try:
+                    size = collector.store_result()
+                except GatewayError as error:
+                    self._gateway_failure(job, str(error), "transferring")
+                    continue
                 store.update(job, status="done", phase="done", result_bytes=size, finished=time.time())
-        except GatewayError as error:
-            failed_in = job.phase
-            if isinstance(error, KernelDied) or not self.loaded(job.model):
-                self._discard(job.model)
-                message = f"{error}; the next job starts a fresh kernel"
-            else:
-                message = str(error)
-            store.update(
-                job,
-                status="error",
-                phase="failed",
-                finished=time.time(),
-                error={"type": "GatewayError", "message": message, "hint": None, "source": None, "phase": failed_in},
-            )
+        return again
 
-    async def _attempt(self, job: Job, graph: Graph) -> _ResultCollector | None:
-        """Send the job to the model's warm kernel and wait for it; None when the kernel had lost its worker before
-        the job began (it died or restarted while idle), so that the job can go to a fresh kernel."""
-        kernel, comm = await self._warm(job)
-        collector = _ResultCollector(job, self.store)
-        if job.cancel_requested:
-            collector.outcome = "cancelled"
-            return collector
-        self.store.update(job, phase="sending request")
-        request = memoryview(encode_request(graph, job.model))
-        for start in range(0, len(request), CHUNK_BYTES):
-            kernel.send_comm(comm, {"kind": "request-part", "job": job.id}, [request[start : start + CHUNK_BYTES]])
-        self.store.update(job, phase="running")
+    def _gateway_failure(self, job: Job, message: str, phase: str) -> None:
+        error = {"type": "GatewayError", "message": message, "hint": None, "source": None, "phase": phase}
+        self.store.update(job, status="error", phase="failed", finished=time.time(), error=error)
+
+    async def _attempt(self, batch: list[tuple[Job, Graph]], replica: Replica) -> list[_ResultCollector] | None:
+        """Send the batch to the replica's warm kernel and wait for it; None when the kernel had lost its worker
+        before the batch began (it died or restarted while idle), so that the batch can go to a fresh kernel."""
+        jobs = [job for job, _ in batch]
+        kernel, comm = await self._warm(replica, jobs)
+        collectors = {job.id: _ResultCollector(job, self.store) for job in jobs}
+        for job in jobs:
+            if job.cancel_requested:
+                collectors[job.id].outcome = "cancelled"
+        batch = [(job, graph) for job, graph in batch if not job.cancel_requested]
+        if not batch:
+            return [collectors[job.id] for job in jobs]
+        for job, graph in batch:
+            self.store.update(job, phase="sending request")
+            request = memoryview(encode_request(graph, job.model))
+            for start in range(0, len(request), CHUNK_BYTES):
+                kernel.send_comm(comm, {"kind": "request-part", "job": job.id}, [request[start : start + CHUNK_BYTES]])
+            self.store.update(job, phase="running")
+
+        def receive(data: dict, buffers: list) -> None:
+            collector = collectors.get(data.get("job", ""))
+            if collector is not None:
+                collector.receive(data, buffers)
+
+        ids = [job.id for job, _ in batch]
         try:
-            reply = await kernel.execute(
-                f"__ndif_worker__.run({job.id!r})", self.settings.job_timeout, collector.receive
-            )
+            reply = await kernel.execute(f"__ndif_worker__.run({ids!r})", self.settings.job_timeout, receive)
         except KernelDied:
-            collector.discard()
-            if collector.heard:
+            heard = any(collector.heard for collector in collectors.values())
+            for collector in collectors.values():
+                collector.discard()
+            if heard:
                 raise
             return None
         except BaseException:
-            collector.discard()
+            for collector in collectors.values():
+                collector.discard()
             raise
-        if reply.get("status") == "error" and reply.get("ename") == "NameError" and not collector.heard:
+        heard = any(collector.heard for collector in collectors.values())
+        if reply.get("status") == "error" and reply.get("ename") == "NameError" and not heard:
             return None
-        return collector
+        return [collectors[job.id] for job in jobs]
 
-    async def _warm(self, job: Job) -> tuple[KernelClient, str]:
-        """The model's kernel, started and with the model loaded, reusing a live one."""
-        name = job.model
-        kernel = self._kernels.get(name)
+    async def _warm(self, replica: Replica, jobs: list[Job]) -> tuple[KernelClient, str]:
+        """The replica's kernel, started and with the model loaded, reusing a live one."""
+        name = replica[0]
+        kernel = self._kernels.get(replica)
         if kernel is not None and kernel.alive:
-            return kernel, self._comms[name]
-        self._discard(name)
+            return kernel, self._comms[replica]
+        self._discard(replica)
         settings = self.settings
         kernel = KernelClient(
             settings.url, settings.token, settings.kernel_name, settings.request_timeout, settings.ca_certs
         )
-        self._kernels[name] = kernel
-        self.log.info("ndif: starting a kernel for %s on the gateway %s", name, settings.url)
+        self._kernels[replica] = kernel
+        self.log.info("ndif: starting kernel %d for %s on the gateway %s", replica[1], name, settings.url)
         await kernel.start()
         self.log.info("ndif: gateway kernel %s started; loading %s", kernel.kernel_id, name)
-        self.store.update(job, phase="loading model")
+        for job in jobs:
+            self.store.update(job, phase="loading model")
         config = {"model": name, "device_map": self.device_map, "limits": dataclasses.asdict(self.limits)}
         code = (
             "import json, ndif_server.worker as __ndif_worker__\n"
@@ -184,29 +243,32 @@ class GatewayBackend(Backend):
         )
         reply = await kernel.execute(code, settings.warm_timeout)
         if reply.get("status") != "ok":
-            self._discard(name)
+            self._discard(replica)
             raise GatewayError(
                 f"loading {name} in the gateway kernel failed: {reply.get('ename')}: {reply.get('evalue')}"
             )
-        self._comms[name] = kernel.open_comm(COMM_TARGET)
-        return kernel, self._comms[name]
+        self._comms[replica] = kernel.open_comm(COMM_TARGET)
+        return kernel, self._comms[replica]
 
-    def _discard(self, name: str) -> None:
-        kernel = self._kernels.pop(name, None)
-        self._comms.pop(name, None)
+    def _discard(self, replica: Replica) -> None:
+        kernel = self._kernels.pop(replica, None)
+        self._comms.pop(replica, None)
         if kernel is not None:
             self.log.info(
-                "ndif: stopping gateway kernel %s of %s (%s)", kernel.kernel_id, name, kernel.failure or "replaced"
+                "ndif: stopping gateway kernel %s of %s (%s)",
+                kernel.kernel_id,
+                replica[0],
+                kernel.failure or "replaced",
             )
             kernel.shutdown()
 
-    async def _interrupt(self, name: str) -> None:
-        kernel = self._kernels.get(name)
+    async def _interrupt(self, replica: Replica) -> None:
+        kernel = self._kernels.get(replica)
         try:
             if kernel is not None:
                 await kernel.interrupt()
         except GatewayError as error:
-            self.log.warning("ndif: interrupting the gateway kernel of %s failed: %s", name, error)
+            self.log.warning("ndif: interrupting the gateway kernel of %s failed: %s", replica[0], error)
 
 
 class _ResultCollector:
@@ -230,7 +292,7 @@ class _ResultCollector:
         self.heard = True
         kind = data.get("kind")
         if kind == "step":
-            self.store.update(self.job, step=data["step"])
+            self.store.update(self.job, step=min(data["step"], max(self.job.steps, 1)))
         elif kind == "result-part":
             if self._file is None:
                 self.store.update(self.job, phase="transferring")
