@@ -410,15 +410,15 @@ class _Run:
         span = self.spans[node.args[1]]
         shapes = node.kwargs["shapes"]
         one_input = node.op in ("module.input", "module.set_input")
-        if self.contained and shared_leaf(first_input(*state.value) if one_input else state.value, shapes, span):
+        current = first_input(*state.value) if one_input else state.value
+        if self.contained and shared_leaf(current, shapes, span):
             raise NotInBatch(
                 f"`{display(node)}` reaches a value that every job of the batch shares ({event_text(key)} has no "
                 "row per prompt), so it runs alone.",
                 node.source,
             )
         if node.op in GETTER_PHASES:
-            value = state.value if node.op != "module.input" else first_input(*state.value)
-            value = narrow(value, shapes, span)
+            value = narrow(current, shapes, span)
             problem = shape_mismatch(value, shapes)
             if problem:
                 raise ExecutionError(
@@ -428,21 +428,17 @@ class _Run:
                 )
             return value
         new_value = self._resolve(self.constants[node.id][0][3])
-        if self.contained and node.op == "module.set_inputs" and replaces_shared_part(state.value, tuple(new_value)):
+        if node.op == "module.set_inputs":
+            new_value = tuple(new_value)
+        if self.contained and node.op == "module.set_inputs" and replaces_shared_part(current, new_value):
             raise NotInBatch(
                 f"`{display(node)}` replaces a part of {event_text(key)} that is not a tensor, which every job of the "
                 "batch shares, so it runs alone.",
                 node.source,
             )
         try:
-            if node.op == "module.set_output":
-                state.value = replace(state.value, new_value, shapes, span)
-            elif node.op == "module.set_inputs":
-                state.value = replace(state.value, tuple(new_value), shapes, span)
-            else:
-                state.value = _with_first_input(
-                    state.value, replace(first_input(*state.value), new_value, shapes, span)
-                )
+            written = replace(current, new_value, shapes, span)
+            state.value = _with_first_input(state.value, written) if one_input else written
         except ValueError as error:
             raise ExecutionError(f"`{display(node)}` cannot be written: {error}", node.source) from None
         state.changed = True

@@ -64,6 +64,11 @@ class Job:
     batch: int = 0
     cancel_requested: bool = field(default=False, repr=False)
 
+    def capped_step(self, step: int) -> int:
+        """A forward pass of the job's run as the job's step: no further than its own steps (a batch runs as long as
+        its longest job)."""
+        return min(step, max(self.steps, 1))
+
     def document(self) -> dict[str, Any]:
         """The job as JSON, with its timings in seconds."""
         now = time.time()

@@ -9,7 +9,6 @@ progress and result (in chunks, with a sha256 digest) go back the same way, tagg
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,8 +20,9 @@ from ndif_jupyter.protocol.admission import Refusal, admit
 from ndif_jupyter.protocol.limits import Limits
 from ndif_jupyter.protocol.result import check_result_size, encode_result
 
+from .progress import Throttle
+
 COMM_TARGET = "ndif.worker"
-STEP_REPORT_SECONDS = 0.25
 CHUNK_BYTES = 4 * 1024 * 1024
 
 _worker: Worker | None = None
@@ -94,14 +94,11 @@ class Worker:
                     self._send({"kind": "cancelled", "job": job_id})
 
     def _reporter(self, ids: list[str]) -> Callable[[int], None]:
-        """Sends the step the jobs reached: the first at once, then at most every STEP_REPORT_SECONDS."""
-        last = -STEP_REPORT_SECONDS
+        """Sends the step the jobs reached: the first at once, then as a `Throttle` allows."""
+        throttle = Throttle()
 
         def report(step: int) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last >= STEP_REPORT_SECONDS:
-                last = now
+            if throttle.due():
                 for job_id in ids:
                     self._send({"kind": "step", "job": job_id, "step": step})
 

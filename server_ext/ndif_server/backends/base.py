@@ -18,6 +18,7 @@ from ndif_jupyter.protocol.limits import Limits, cut
 
 from ..fair_queue import FairQueue
 from ..jobs import Job, JobStore
+from ..progress import Throttle
 
 
 class Backend:
@@ -191,28 +192,21 @@ class Backend:
             queue.close()
 
 
-STEP_REPORT_SECONDS = 0.25
-"""How often a running job's step is saved and its watchers woken: a save per forward pass of a small model would
-cost more than the pass."""
-
-
 class StepReporter:
-    """Records the forward pass that `jobs` (one batch) reached: the first at once, then at most every
-    STEP_REPORT_SECONDS; each job's step counts no further than its own steps."""
+    """Records the forward pass that `jobs` (one batch) reached: the first at once, then as a `Throttle` allows;
+    each job's step counts no further than its own steps."""
 
     def __init__(self, store: JobStore, jobs: list[Job]):
         self.store = store
         self.jobs = jobs
-        self.last = -STEP_REPORT_SECONDS
+        self.throttle = Throttle()
 
     def __call__(self, step: int) -> None:
-        now = time.monotonic()
-        if now - self.last < STEP_REPORT_SECONDS:
+        if not self.throttle.due():
             return
-        self.last = now
         for job in self.jobs:
             if job.status == "running":
-                self.store.update(job, step=min(step, max(job.steps, 1)))
+                self.store.update(job, step=job.capped_step(step))
 
 
 def _peak_bytes(job: Job) -> int:

@@ -292,7 +292,7 @@ class _ResultCollector:
         self.heard = True
         kind = data.get("kind")
         if kind == "step":
-            self.store.update(self.job, step=min(data["step"], max(self.job.steps, 1)))
+            self.store.update(self.job, step=self.job.capped_step(data["step"]))
         elif kind == "result-part":
             if self._file is None:
                 self.store.update(self.job, phase="transferring")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,7 +46,6 @@ class LocalBackend(Backend):
         replica_device_maps: list[Any] | None = None,
     ):
         super().__init__(models, store, limits, batch_jobs)
-        self.device_map = device_map
         self.replica_device_maps = replica_device_maps or [device_map]
         self.log = log
         self.stopping = False
@@ -111,12 +111,7 @@ class LocalBackend(Backend):
         if len(batch) == 1:
             self._finish(jobs[0], self._alone(jobs[0], batch[0][1], torch_model))
             return
-        guard = RunGuard(
-            should_stop=lambda: self.stopping or all(job.cancel_requested for job in jobs),
-            seconds=self.limits.max_job_seconds,
-            max_value_bytes=self.limits.max_memory_bytes,
-        )
-
+        guard = self._guard(lambda: self.stopping or all(job.cancel_requested for job in jobs))
         try:
             outcomes: list[Any] = execute_batch(
                 [graph for _, graph in batch],
@@ -136,13 +131,13 @@ class LocalBackend(Backend):
                 outcome = self._alone(job, graph, torch_model)
             self._finish(job, outcome)
 
+    def _guard(self, should_stop: Callable[[], bool]) -> RunGuard:
+        """A run's guard: `should_stop`, and this server's time and memory limits for a job."""
+        return RunGuard(should_stop, self.limits.max_job_seconds, self.limits.max_memory_bytes)
+
     def _alone(self, job: Job, graph: Graph, torch_model: torch.nn.Module) -> ExecutionResult | BaseException:
         """Run one job by itself: its result, or the error that ended it."""
-        guard = RunGuard(
-            should_stop=lambda: job.cancel_requested or self.stopping,
-            seconds=self.limits.max_job_seconds,
-            max_value_bytes=self.limits.max_memory_bytes,
-        )
+        guard = self._guard(lambda: job.cancel_requested or self.stopping)
         try:
             return execute(graph, torch_model, on_forward=StepReporter(self.store, [job]), guard=guard)
         except Exception as error:
