@@ -105,9 +105,19 @@ MODULE_EVENTS = frozenset(
         "module.set_output",
         "module.set_input",
         "module.set_inputs",
+        "module.skip",
         "module.call",
     }
 )
+MODEL_READS = frozenset({"module.weight"})
+"""Reading a module's weight or buffer (`model.lm_head.weight`): no event, the value as the model holds it."""
+CONTROL_OPS = frozenset({"stop"})
+"""`stop`: a trace's forward pass ends as soon as every node of the graph has run."""
+
+GRADIENT_OPS = frozenset({"backward", "grad", "set_grad", "trainable"})
+"""The operations of a gradient run: `backward` (of a loss, once per trace, after the forward pass), `grad` and
+`set_grad` (read or replace the gradient reaching a module value or a trainable tensor), `trainable` (a constant
+tensor whose gradient the run computes). The executor runs them itself (execution/gradients.py)."""
 
 EventPhase = Literal["pre", "post"]
 GETTER_PHASES: dict[str, EventPhase] = {"module.output": "post", "module.input": "pre", "module.inputs": "pre"}
@@ -116,8 +126,10 @@ SETTER_PHASES: dict[str, EventPhase] = {
     "module.set_output": "post",
     "module.set_input": "pre",
     "module.set_inputs": "pre",
+    "module.skip": "pre",
 }
-"""The module events that replace a value, and when."""
+"""The module events that replace a value, and when (`module.skip`: the module does not run, and its output is the
+value given, which must exist before the module's input)."""
 
 _DUNDER_OPERATORS = {f"__{name}__": name for name in OPERATORS if name not in ("and", "or", "setitem")}
 _DUNDER_OPERATORS.update({"__and__": "and", "__or__": "or", "__div__": "truediv"})

@@ -24,7 +24,7 @@ from ndif_jupyter.ir.graph import Graph
 from ndif_jupyter.ir.nested import leaf_shapes
 from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.loading.shapes import ModuleRecord
-from ndif_jupyter.operations import MODULE_EVENTS, OPERATIONS
+from ndif_jupyter.operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS
 from ndif_jupyter.protocol.container import METADATA_KEY, pack, unpack
 from ndif_jupyter.protocol.limits import MAX_DEPTH, MAX_DIMENSIONS, MAX_STRING, Limits
 from ndif_jupyter.protocol.request import REQUEST_FORMAT, encode_request
@@ -302,6 +302,25 @@ def _constant_tensors(parts: _Parts, block: Any) -> None:
         parts.model.lm_head.output[:, -1].save()
 
 
+def _gradients_skip_and_weights(parts: _Parts, block: Any) -> None:
+    with block.invoke(PROMPT):
+        early = parts.layers[0].output
+        weights = block.trainable(torch.full((parts.hidden, 2), 0.01, requires_grad=True))
+        parts.layers[1].skip(parts.layers[1].input)
+        steered = parts.layers[2].output[:, -1] @ weights
+        loss = parts.model.lm_head.output[0, -1].log_softmax(-1)[3] + steered.sum()
+        parts.model.lm_head.weight[:4].sum().save()
+    with loss.backward():
+        early.grad.save()
+        early.grad = early.grad * 2
+
+
+def _cache_and_stop(parts: _Parts, block: Any) -> None:
+    with block.invoke(PROMPT):
+        block.cache(modules=[parts.layers[0], parts.layers[1].mlp])
+        block.stop()
+
+
 RECORDINGS: tuple[tuple[str, Recording], ...] = (
     ("a trace saving every layer's output", ("trace", {}, _saving_outputs)),
     ("a trace of two invokes", ("trace", {}, _several_invokes)),
@@ -311,6 +330,8 @@ RECORDINGS: tuple[tuple[str, Recording], ...] = (
     ("a trace editing outputs", ("trace", {}, _output_edits)),
     ("a trace indexing with slices, ints and tensors", ("trace", {}, _indexing)),
     ("a trace adding constant tensors", ("trace", {}, _constant_tensors)),
+    ("a trace with gradients, a trainable, a skip and a weight", ("trace", {}, _gradients_skip_and_weights)),
+    ("a trace caching modules and stopping early", ("trace", {}, _cache_and_stop)),
 )
 """Recorded on the served models in turn: with a GPT-2 and a Llama, each has a generation and a multi-prompt invoke."""
 
@@ -522,7 +543,7 @@ def change_an_op(draw: st.DrawFn, request: _Request, limits: Limits) -> None:
         node["op"] = draw(
             st.one_of(
                 st.sampled_from(sorted(OPERATIONS)),
-                st.sampled_from(sorted(MODULE_EVENTS)),
+                st.sampled_from(sorted(MODULE_EVENTS | GRADIENT_OPS | MODEL_READS | CONTROL_OPS)),
                 st.sampled_from(NOT_ALLOWED_OPS),
             )
         )

@@ -65,6 +65,15 @@ def generate(model: Model, device_map: str, tokens: int = 3, repeat: int = 0):
     return block.output, saved.value
 
 
+def gradient(model: Model, device_map: str) -> torch.Tensor:
+    with model.trace(PROMPT, device_map=device_map):
+        first = model.model.layers[0].output
+        loss = model.lm_head.output[0, -1].log_softmax(-1)[11]
+        with loss.backward():
+            grad = first.grad.save()
+    return grad.value
+
+
 async def started_job(jp_fetch, before: int, sending: asyncio.Future) -> dict:
     """The job after the first `before` ones, once its worker has begun the forward passes; the error of `sending`
     (the block that sends it) if it ended first."""
@@ -99,8 +108,10 @@ async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fet
     _, remote = await asyncio.to_thread(generate, gpt2, "server", 1, repeat)
     _, local = generate(gpt2, "cpu", 1, repeat)
     assert remote.numel() * 4 > 11 * 2**20 and torch.equal(remote, local)
+    remote_grad = await asyncio.to_thread(gradient, llama, "server")
+    assert torch.equal(remote_grad, gradient(llama, "cpu")), "a backward pass on the gateway's kernel"
     jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
-    assert [job["status"] for job in jobs] == ["done"] * 3 and jobs[-1]["result_bytes"] > 11 * 2**20
+    assert [job["status"] for job in jobs] == ["done"] * 4 and jobs[2]["result_bytes"] > 11 * 2**20
     models = json.loads((await jp_fetch("ndif", "api", "models")).body)
     assert all(m["loaded"] for m in models["models"]), "each model's kernel is warm and kept"
 

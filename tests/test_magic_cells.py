@@ -307,3 +307,38 @@ def test_ndif_models_says_when_the_server_cannot_be_listed(ip, capsys, monkeypat
     ip.run_line_magic("ndif", "models")
     out = capsys.readouterr().out
     assert "The Jupyter server's models (for --server) cannot be listed" in out and "cannot be reached" in out
+
+
+def test_a_cell_loops_over_the_steps_and_takes_gradients(ip, gpt2: Model):
+    ip.user_ns["gpt2"] = gpt2
+    steered = run(
+        ip,
+        f'''%%ndif generate gpt2 --max-new-tokens 4 --prompt "{PROMPT}"
+hiddens = []
+for step in generator.steps:
+    model.transformer.h[1].output[:, -1] += 1.0
+    hiddens.append(model.transformer.h[-1].output.save())
+''',
+    )
+    assert steered.success
+    with gpt2.generate(max_new_tokens=4) as generator:
+        with generator.invoke(PROMPT) as invoker:
+            expected = []
+            for step in range(4):
+                if step:
+                    invoker.next()
+                gpt2.transformer.h[1].output[:, -1] += 1.0
+                expected.append(gpt2.transformer.h[-1].output.save())
+    assert all(torch.equal(a, b.value) for a, b in zip(ip.user_ns["hiddens"], expected))
+    traced = run(
+        ip,
+        f'''%%ndif trace gpt2 --prompt "{PROMPT}"
+first = model.transformer.h[0].output
+loss = model.lm_head.output[0, -1].log_softmax(-1)[3]
+with loss.backward():
+    grad = first.grad.save()
+''',
+    )
+    assert traced.success
+    assert ip.user_ns["grad"].shape == (1, len(gpt2.tokenizer(PROMPT)["input_ids"]), 64)
+    assert ip.user_ns["grad"].abs().sum() > 0

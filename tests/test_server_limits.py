@@ -15,6 +15,7 @@ import torch
 from ndif_jupyter.ir.graph import Graph, Invoke, Node, Ref
 from ndif_jupyter.protocol.container import CONTENT_TYPE, pack, unpack
 from ndif_jupyter.protocol.request import encode_request
+from ndif_jupyter.protocol.result import decode_result
 from ndif_testing.jupyter_process import JupyterServerProcess
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -337,3 +338,57 @@ def test_the_server_stays_within_its_memory_bound(served):
     bound = served.warm_bytes + 3 * LIMITS["max_request_bytes"] + LIMITS["max_memory_bytes"] + 256 * MB
     assert served.peak_resident_bytes() < bound, (served.peak_resident_bytes(), bound)
     assert served.get("ndif/api/models")["models"]
+
+
+def _loss_nodes() -> list[Node]:
+    """Layer 0's output, and a loss from it: the start of a gradient graph."""
+    return [_hidden(), Node(1, "tensor.sum", (Ref(0),), {})]
+
+
+@pytest.mark.parametrize(
+    ("nodes", "kind", "problem"),
+    [
+        (
+            [*_loss_nodes(), Node(2, "backward", (Ref(1), None)), Node(3, "backward", (Ref(1), None))],
+            "trace",
+            "at most one backward pass",
+        ),
+        (
+            [*_loss_nodes(), Node(2, "grad", (Ref(0),), {"shapes": [[1, 8, 64]]}), Node(3, "backward", (Ref(1), None))],
+            "trace",
+            "only after the backward pass",
+        ),
+        ([*_loss_nodes(), Node(2, "backward", (Ref(1), None))], "generate", "not in a generation"),
+        (
+            [*_loss_nodes(), Node(2, "backward", (Ref(1), None)), Node(3, "grad", (Ref(1),), {"shapes": [[]]})],
+            "trace",
+            "only of a module value or a trainable",
+        ),
+        (
+            [*_loss_nodes(), Node(2, "backward", (Ref(1), None)), Node(3, "grad", (Ref(0),), {"shapes": [[9, 9]]})],
+            "trace",
+            "declared shape",
+        ),
+        ([_hidden(), Node(1, "module.weight", ("lm_head", "secret"))], "trace", "no weight or buffer"),
+        ([_hidden(), Node(1, "module.skip", ("", 0, 0, 1.0), {"shapes": [None]})], "trace", "cannot be skipped"),
+        ([_hidden(), Node(1, "stop", (1,))], "trace", "stop takes no arguments"),
+        ([_hidden(), Node(1, "trainable", ("not a tensor",))], "trace", "trainable takes one tensor"),
+    ],
+)
+def test_malformed_gradient_skip_stop_and_weight_graphs_are_refused(served, gpt2_dir, nodes, kind, problem):
+    assert problem in refused(served, _body(_graph(nodes, kind), gpt2_dir))
+
+
+def test_a_gradient_job_sent_by_hand_runs_and_gives_the_gradient(served, gpt2_dir):
+    nodes = [
+        *_loss_nodes(),
+        Node(2, "backward", (Ref(1), None)),
+        Node(3, "grad", (Ref(0),), {"shapes": [[1, 8, 64]]}, saved=True),
+    ]
+    for _ in range(2):  # the second sees nothing the first left behind
+        status, _, document = post(served, _body(_graph(nodes), gpt2_dir))
+        assert status == 202, document
+        job = wait_finished(served, document["id"])
+        assert job["status"] == "done", job
+        result = decode_result(served.request("GET", f"ndif/api/jobs/{document['id']}/result"))
+        assert torch.equal(result.saved[3], torch.ones(1, 8, 64)), "the gradient of a sum is one everywhere"

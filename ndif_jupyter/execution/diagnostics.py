@@ -38,14 +38,24 @@ def unfinished_nodes(
         blocking = nodes[blocker]
         key = event_of.get(blocker)
         what = f"{event_text(key)} never happened" if key is not None else "it never ran"
+        if key is not None and key[1].startswith("grad"):
+            value = event_text(key).removeprefix("the gradient of ")
+            what = f"the backward pass brought no gradient to {value}: the loss does not depend on it"
         raise ExecutionError(f"`{display(blocking)}` never ran: {what}.", blocking.source)
     return missing
 
 
 def event_text(key: EventKey) -> str:
-    """A module event as the user knows it: `model.transformer.h[0] (output, step 2)`."""
+    """A module event as the user knows it: `model.transformer.h[0] (output, step 2)`, `the backward pass`,
+    `the gradient of model.transformer.h[0].output[0] (step 0)`."""
     path, phase, step = key
     where = f"model.{path}" if path else "model"
+    if phase == "backward":
+        return "the backward pass"
+    if phase == "grad trainable":
+        return "the gradient of a trainable tensor"
+    if phase.startswith("grad "):
+        return f"the gradient of {where}.{phase[len('grad ') :]} (step {step})"
     return f"{where} ({'input' if phase == 'pre' else 'output'}, step {step})"
 
 

@@ -21,9 +21,9 @@ import torch
 from ..errors import ExecutionError, NDIFError, NotInBatch, RunCancelled
 from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref
-from ..ir.nested import any_leaf, first_input, map_leaves, value_bytes
+from ..ir.nested import SAVEABLE, any_leaf, first_input, map_leaves, value_bytes
 from ..ir.result import ExecutionResult
-from ..operations import GETTER_PHASES, OPERATIONS, SETTER_PHASES
+from ..operations import GETTER_PHASES, GRADIENT_OPS, OPERATIONS, SETTER_PHASES
 from .batching import (
     Span,
     build_inputs,
@@ -36,6 +36,7 @@ from .batching import (
 )
 from .diagnostics import EventKey, display, event_text, raised_at, unfinished_nodes
 from .generation import SAMPLING_OPTIONS, PartEnds, SeededSampling, eos_ids, seeded
+from .gradients import BACKWARD_EVENT, gradient_events, hook_tensor, invoke_of, make_trainable, run_backward
 from .guard import RunGuard
 from .merging import Part, merge, single_part, split
 from .modules import forward_parameters, submodule
@@ -92,13 +93,14 @@ def execute_batch(
 
 
 def saved_copy(value: Any) -> Any:
-    """A detached CPU copy of a value, sharing no memory with the model's tensors."""
+    """A detached CPU copy of a value, sharing no memory with the model's tensors (a leaf that cannot be saved, such
+    as a key-value cache, as None)."""
 
     def copy(leaf: Any) -> Any:
         if isinstance(leaf, torch.Tensor):
             leaf = leaf.detach()
             return leaf.clone() if leaf.device.type == "cpu" else leaf.to("cpu")
-        return leaf
+        return leaf if isinstance(leaf, SAVEABLE) else None
 
     return copy(value) if isinstance(value, torch.Tensor) else map_leaves(copy, value)
 
@@ -149,6 +151,17 @@ class _Run:
                 key = (path, phase, step)
                 self.events.setdefault(key, []).append(node.id)
                 self.event_of[node.id] = key
+        gradient_event_of, self.hooked, self.trainable_events = gradient_events(self.nodes)
+        for node_id, key in gradient_event_of.items():
+            self.events.setdefault(key, []).append(node_id)
+            self.event_of[node_id] = key
+        self.backward = BACKWARD_EVENT in self.events
+        self.skipping: dict[tuple[str, int], Any] = {}
+        self.skip_after: dict[EventKey, list[tuple[Node, Any, Span]]] = {}
+        for node in self.nodes:
+            if node.op == "module.skip":  # a skip that cannot spare the module is a write of its output
+                self.events.setdefault((node.args[0], "post", node.args[2]), [])
+        self.stop_early = graph.kind == "trace" and any(node.op == "stop" for node in self.nodes)
         self.spans: list[Span] = []
         self.placed: dict[int, torch.Tensor] = {}
         self.constants = {node.id: self._place_constants(node) for node in self.nodes}
@@ -169,7 +182,7 @@ class _Run:
         output_ids = None
         failure: NDIFError | None = None
         try:
-            with torch.no_grad():
+            with torch.enable_grad() if self.backward else torch.no_grad():
                 for node in self.nodes:
                     if not self.scheduler.reads[node.id] and node.id not in self.event_of:
                         self.scheduler.push(node.id)
@@ -178,7 +191,9 @@ class _Run:
                     output_ids = self._generate(input_ids, attention_mask)
                 else:
                     self._forward(input_ids, attention_mask)
-        except _NothingLeft:
+                if self.backward:
+                    self._fire(BACKWARD_EVENT, None)
+        except (_NothingLeft, _EveryNodeRan):
             pass
         except NDIFError as error:
             failure = error
@@ -261,12 +276,14 @@ class _Run:
         return sequences.detach().to("cpu")
 
     def _register_hooks(self) -> list:
-        handles = [self.model.register_forward_pre_hook(self._check_forward)]
+        handles: list[Any] = [self.model.register_forward_pre_hook(self._check_forward)]
         if self.on_forward is not None:
             handles.append(self.model.register_forward_pre_hook(self._report_forward))
         if self.graph.kind == "generate":
             handles.append(self.model.register_forward_pre_hook(self._count_step))
-        for path, phase in {(path, phase) for path, phase, _ in self.events}:
+        for path in {node.args[0] for node in self.nodes if node.op == "module.skip"}:
+            handles.append(_SkippableForward(submodule(self.model, path), path, self))
+        for path, phase in {(path, phase) for path, phase, _ in self.events if phase in ("pre", "post")}:
             module = submodule(self.model, path)
             if phase == "pre":
                 handles.append(module.register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
@@ -316,8 +333,13 @@ class _Run:
             return None
         self.fired.add(key)
         state = _EventState(value)
+        outer = self.active  # a gradient event fires inside the backward event
         self.active = (key, state)
         try:
+            for node, new_value, span in self.skip_after.pop(key, ()):
+                self._write(node, state, new_value, span)
+            for wanted in self.hooked.get(key, ()):
+                self._hook_gradient(state, wanted)
             for node_id in self.events[key]:
                 if self.scheduler.waiting[node_id] == 0:
                     self.scheduler.push(node_id)
@@ -334,8 +356,29 @@ class _Run:
                         raise error
                     self._fail_part(self.part_of[node_id], error)
         finally:
-            self.active = None
+            self.active = outer
+        if self.stop_early and self.scheduler.remaining == 0:
+            raise _EveryNodeRan
         return state
+
+    def _hook_gradient(self, state: _EventState, wanted) -> None:
+        """Before a module event's nodes run: the tensor whose gradient the graph wants, hooked to fire its gradient
+        event, so that what the nodes compute from it is part of the backward pass."""
+
+        def on_gradient(grad: torch.Tensor) -> torch.Tensor | None:
+            fired = self._fire(wanted.event, grad)
+            return fired.value if fired is not None and fired.changed else None
+
+        try:
+            state.value, changed = hook_tensor(state.value, wanted, on_gradient)
+        except TypeError:
+            node = self.nodes[self.events[wanted.event][0]]
+            raise ExecutionError(
+                f"`{display(node)}`: this part of the module value is not a floating-point tensor, "
+                "so it has no gradient.",
+                node.source,
+            ) from None
+        state.changed = state.changed or changed
 
     # ----- running nodes -----
     def _drain(self) -> None:
@@ -363,7 +406,13 @@ class _Run:
         node = self.nodes[node_id]
         self.guard.check()
         try:
-            if node.id in self.event_of:
+            if node.op in GRADIENT_OPS:
+                value = self._gradient_node(node)
+            elif node.op == "module.weight":
+                value = getattr(submodule(self.model, node.args[0]), node.args[1]).detach()
+            elif node.op == "stop":
+                value = None
+            elif node.id in self.event_of:
                 value = self._module_event(node)
             elif node.op == "module.call":
                 value = self._call_module(node)
@@ -409,6 +458,13 @@ class _Run:
         state = self.active[1]
         span = self.spans[node.args[1]]
         shapes = node.kwargs["shapes"]
+        if node.op == "module.skip":
+            new_value = self._resolve(self.constants[node.id][0][3])
+            if span.whole and not self.contained:
+                self.skipping[(node.args[0], self.step)] = map_leaves(self._on_device, new_value)
+            else:
+                self.skip_after.setdefault((node.args[0], "post", self.step), []).append((node, new_value, span))
+            return None
         one_input = node.op in ("module.input", "module.set_input")
         current = first_input(*state.value) if one_input else state.value
         if self.contained and shared_leaf(current, shapes, span):
@@ -443,6 +499,48 @@ class _Run:
             raise ExecutionError(f"`{display(node)}` cannot be written: {error}", node.source) from None
         state.changed = True
         return None
+
+    def _on_device(self, leaf: Any) -> Any:
+        return leaf.to(self.device) if isinstance(leaf, torch.Tensor) else leaf
+
+    def skipped_output(self, path: str) -> tuple[bool, Any]:
+        """Whether the module at `path` is skipped at this step, and the output it gives instead."""
+        key = (path, self.step)
+        return (True, self.skipping.pop(key)) if key in self.skipping else (False, None)
+
+    def _write(self, node: Node, state: _EventState, new_value: Any, span: Span) -> None:
+        try:
+            state.value = replace(state.value, new_value, node.kwargs["shapes"], span)
+        except ValueError as error:
+            raise ExecutionError(f"`{display(node)}` cannot be written: {error}", node.source) from None
+        state.changed = True
+
+    def _gradient_node(self, node: Node) -> Any:
+        """`trainable`, `backward`, and inside a gradient event `grad` (read, cut to the invoke) or `set_grad`."""
+        if node.op == "trainable":
+            tensor = make_trainable(self.constants[node.id][0][0])
+            if node.id in self.trainable_events:
+                key = self.trainable_events[node.id]
+                tensor.register_hook(lambda grad: self._gradient_written(self._fire(key, grad)))
+            return tensor
+        if node.op == "backward":
+            loss, gradient = self._resolve(self.constants[node.id][0])
+            run_backward(loss, gradient, node)
+            return None
+        key = self.event_of[node.id]
+        if self.active is None or self.active[0] != key:
+            raise ExecutionError(f"`{display(node)}` ran outside {event_text(key)}.", node.source)
+        state = self.active[1]
+        invoke = invoke_of(self.nodes, node)
+        span = self.spans[invoke] if invoke is not None else Span(0, 0, True)
+        if node.op == "grad":
+            return narrow(state.value, node.kwargs["shapes"], span)
+        self._write(node, state, self._resolve(self.constants[node.id][0][1]), span)
+        return None
+
+    @staticmethod
+    def _gradient_written(state: _EventState | None) -> torch.Tensor | None:
+        return state.value if state is not None and state.changed else None
 
     def _call_module(self, node: Node) -> Any:
         self.guard.check()
@@ -485,6 +583,32 @@ class _Run:
 
 class _NothingLeft(Exception):
     """Every part of a batched trace ended early: the forward pass has nothing left to do."""
+
+
+class _EveryNodeRan(Exception):
+    """A trace with `tracer.stop()` has run every node: the rest of the forward pass is not needed."""
+
+
+class _SkippableForward:
+    """A module whose forward gives the value of a `module.skip` node instead of running, at the steps it is
+    skipped; removed (the module's own forward back) when the run ends."""
+
+    def __init__(self, module: torch.nn.Module, path: str, run: _Run):
+        self.module = module
+        self.own = module.__dict__.get("forward")  # accelerate and others may have set one on the instance
+        original = module.forward
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            skipped, value = run.skipped_output(path)
+            return value if skipped else original(*args, **kwargs)
+
+        module.forward = forward
+
+    def remove(self) -> None:
+        if self.own is None:
+            del self.module.forward
+        else:
+            self.module.forward = self.own
 
 
 def _with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, dict]:

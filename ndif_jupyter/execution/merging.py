@@ -15,7 +15,7 @@ from typing import Any
 from ..ir.graph import Graph, Invoke, Node, Ref
 from ..ir.nested import map_leaves
 from ..ir.result import ExecutionResult
-from ..operations import GETTER_PHASES, SETTER_PHASES
+from ..operations import GETTER_PHASES, GRADIENT_OPS, SETTER_PHASES
 
 PER_JOB_OPTIONS = frozenset({"max_new_tokens", "seed"})
 """Options that may differ between jobs of one batch: each job's rows stop at their own number of new tokens, and
@@ -48,6 +48,8 @@ def batch_key(graph: Graph) -> str | None:
     for option, alone in _UNMERGEABLE_OPTIONS.items():
         if graph.options.get(option, alone) != alone:
             return None
+    if any(node.op in RUNS_ALONE for node in graph.nodes):
+        return None
     shared = {key: value for key, value in graph.options.items() if key not in PER_JOB_OPTIONS}
     try:
         options = json.dumps(shared, sort_keys=True)
@@ -55,6 +57,10 @@ def batch_key(graph: Graph) -> str | None:
         return None
     return f"{graph.kind}|{graph.pad_token_id}|{options}"
 
+
+RUNS_ALONE = GRADIENT_OPS | {"module.skip", "stop"}
+"""Operations whose graph runs alone: a backward pass of its own, a module not run at all, a forward pass ended
+early."""
 
 LENGTH_RATIO = 2
 """Generations batch together only when their numbers of new tokens are within this factor of each other: a job's

@@ -23,6 +23,7 @@ class Scheduler:
                 self.readers[read].append(node_id)
         self.unread = [len(readers) for readers in self.readers]
         self.done = [False] * count
+        self.remaining = count
         self._heap: list[int] = []
 
     def push(self, node_id: int) -> None:
@@ -36,6 +37,7 @@ class Scheduler:
     def complete(self, node_id: int) -> tuple[list[int], list[int]]:
         """`node_id` has run: the nodes whose values nobody needs any more, and the readers now ready to run."""
         self.done[node_id] = True
+        self.remaining -= 1
         released = []
         for read in self.reads[node_id]:
             self.unread[read] -= 1

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 _CONTAINERS = (tuple, list, dict, slice)
+SAVEABLE = (torch.Tensor, int, float, bool, str, type(None))
+"""The leaves a saved value keeps; any other (a key-value cache object) is saved as None."""
 
 
 def children(value: Any) -> Sequence[Any]:

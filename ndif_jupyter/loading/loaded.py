@@ -14,6 +14,7 @@ import torch
 
 from ..errors import NDIFError, first_line
 from .checkpoints import DEFAULT_MODEL, checkpoint_dir, hub_reachable, resolve
+from .layer_stack import one_layer_twin
 from .shapes import ShapeOracle
 
 
@@ -56,11 +57,15 @@ class LoadedModel:
         self.dtype = _resolve_dtype(dtype, config)
         self.attn_implementation = attn_implementation
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        with torch.device("meta"):
-            meta_model = AutoModelForCausalLM.from_config(config, dtype=self.dtype, **extra)
+
+        def build(model_config: Any) -> torch.nn.Module:
+            with torch.device("meta"):
+                return AutoModelForCausalLM.from_config(model_config, dtype=self.dtype, **extra)
+
+        meta_model = build(config)
         meta_model.eval()
         self.meta_model: torch.nn.Module = meta_model
-        self.shapes = ShapeOracle(meta_model)
+        self.shapes = ShapeOracle(meta_model, one_layer_twin(meta_model, config, build))
         self.local_model: torch.nn.Module | None = None
         self.device_map: Any = None
         self._lock = threading.RLock()
@@ -88,6 +93,7 @@ class LoadedModel:
                     **extra,
                 )
                 loaded.eval()
+                loaded.requires_grad_(False)  # frozen: a gradient run computes only the gradients a graph asks for
                 self.local_model = loaded
             self.device_map = wanted
             return self.local_model

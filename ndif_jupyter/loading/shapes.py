@@ -4,9 +4,14 @@ A forward pass of the meta-device model under torch's FakeTensorMode costs no we
 free (a fraction of a second for a 30-layer model), so each result is kept per (rows, prompt length, step, options):
 tracing the same shapes again costs a dictionary look-up. The last CACHED_SHAPES input shapes are kept.
 
-Once three prompt lengths have run for the same rows, step and options, a new length needs no forward pass: every
-dimension of every recorded tensor is fitted as `a + b * length` on those three, and the fit gives the new shapes
-(a dimension that does not fit a line on all three makes the oracle run the real pass instead).
+Three ways keep passes few:
+- a model whose layers are one repeated module runs its passes on a one-layer twin (`layer_stack`), a thirtieth of
+  the work for a 30-layer model;
+- generation steps after the second need no pass: every dimension of every recorded tensor is fitted as
+  `a + b * step` on steps 1 and 2 (after the prefill only the cache grows);
+- once three prompt lengths have run for the same rows, step and options, a new length needs no pass either: every
+  dimension is fitted as `a + b * length` on those three.
+A dimension that does not fit a line through the samples makes the oracle run the real passes instead.
 """
 
 from __future__ import annotations
@@ -21,28 +26,17 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..ir.nested import leaves, map_leaves
+from .layer_stack import LayerStack, expand
+from .records import ModuleRecord, StepRecord
 
-CACHED_SHAPES = 64
+CACHED_SHAPES = 256
 SAMPLES_FOR_A_FIT = 3
+"""Prompt lengths that must have run (for the same rows, step and options) before a new length is fitted."""
+STEPS_FOR_A_FIT = 2
+"""Generation steps after the prefill that run before later steps are fitted: with a key-value cache each later
+step reads one more cached position and nothing else changes, so two points give the line (and the executor checks
+every module value against the shapes a graph declares, so a wrong fit would fail loudly, not silently)."""
 FORWARD_OPTIONS_FOR_GENERATE = ("output_attentions", "output_hidden_states", "use_cache", "logits_to_keep")
-
-
-@dataclass
-class ModuleRecord:
-    """What one module received and returned at one step, as meta tensors, and when (its place in the call order)."""
-
-    pre_event: int
-    post_event: int = -1
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-    output: Any = None
-
-
-@dataclass
-class StepRecord:
-    """Every module called in one forward pass, by dotted path."""
-
-    modules: dict[str, ModuleRecord]
 
 
 @dataclass
@@ -63,12 +57,19 @@ def to_meta(value: Any) -> Any:
 
 
 class ShapeOracle:
-    """Answers "what does module M see at step s for an invoke of n rows of length L", running fake forwards."""
+    """Answers "what does module M see at step s for an invoke of n rows of length L", running fake forwards.
 
-    def __init__(self, meta_model: torch.nn.Module):
+    With a one-layer `twin` of the model and its layer stack (`layer_stack.one_layer_twin`), passes run on the twin
+    and its layer's records are repeated for every layer.
+    """
+
+    def __init__(self, meta_model: torch.nn.Module, twin: tuple[torch.nn.Module, LayerStack] | None = None):
         self._model = meta_model
+        self._pass_model: torch.nn.Module = twin[0] if twin is not None else meta_model
+        self._stack: LayerStack | None = twin[1] if twin is not None else None
         self._chains: OrderedDict[tuple, _Chain] = OrderedDict()
         self._derived: OrderedDict[tuple, StepRecord] = OrderedDict()
+        self._whole: OrderedDict[tuple, StepRecord] = OrderedDict()
         self.forward_passes = 0
         self._lock = threading.Lock()
         parameters = inspect.signature(meta_model.forward).parameters
@@ -76,50 +77,79 @@ class ShapeOracle:
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
         self._takes_position_ids = "position_ids" in parameters
 
+    @property
+    def uses_twin(self) -> bool:
+        """Whether passes run on a one-layer twin of the model."""
+        return self._stack is not None
+
     def takes(self, name: str) -> bool:
         """Whether the model's forward accepts the keyword argument `name`."""
         return name in self._parameters
 
     def step(self, rows: int, length: int, step: int, forward_options: dict[str, Any]) -> StepRecord:
         options = tuple(sorted(forward_options.items()))
-        key = (rows, length, options)
+        key = (rows, length, step, options)
         with self._lock:
-            chain = self._chains.get(key)
-            if chain is not None and len(chain.records) > step:
-                self._chains.move_to_end(key)
-                return chain.records[step]
-            derived_key = (rows, length, step, options)
-            derived = self._derived.get(derived_key) or self._derive(rows, length, step, options)
-            if derived is not None:
-                _remember(self._derived, derived_key, derived)
-                return derived
-            chain = self._chains.pop(key, None) or _Chain()
-            _remember(self._chains, key, chain)
-            while len(chain.records) <= step:
-                self._advance(chain, rows, length, forward_options)
-            return chain.records[step]
+            record = self._whole.get(key)
+            if record is None:
+                compact = self._step(rows, length, step, forward_options)
+                record = expand(compact, self._stack) if self._stack is not None else compact
+                if record is None:  # the layer's events are not one span of its own: the whole model from now on
+                    self._forget_twin()
+                    record = self._step(rows, length, step, forward_options)
+            _remember(self._whole, key, record)
+            return record
 
-    def _derive(self, rows: int, length: int, step: int, options: tuple) -> StepRecord | None:
+    def full_passes(self, rows: int, length: int, steps: int, forward_options: dict[str, Any]) -> list[StepRecord]:
+        """The records of `steps` steps from passes of the whole model (no twin, no fit, nothing kept): what the
+        oracle's answers must equal."""
+        chain = _Chain()
+        with self._lock:
+            while len(chain.records) < steps:
+                chain.records.append(self._pass(self._model, chain, rows, length, forward_options))
+        return chain.records
+
+    def _step(self, rows: int, length: int, step: int, forward_options: dict[str, Any]) -> StepRecord:
+        """The record of the model that passes run on (the twin's one layer, or the whole model)."""
+        options = tuple(sorted(forward_options.items()))
+        key = (rows, length, options)
+        chain = self._chains.get(key)
+        if chain is not None and len(chain.records) > step:
+            self._chains.move_to_end(key)
+            return chain.records[step]
+        derived_key = (rows, length, step, options)
+        derived = self._derived.get(derived_key)
+        if derived is None and step > STEPS_FOR_A_FIT:
+            samples = [(at, self._step(rows, length, at, forward_options)) for at in range(1, STEPS_FOR_A_FIT + 1)]
+            derived = _fit(samples, step)
+        if derived is None:
+            derived = self._fit_length(rows, length, step, options)
+        if derived is not None:
+            _remember(self._derived, derived_key, derived)
+            return derived
+        chain = self._chains.pop(key, None) or _Chain()
+        _remember(self._chains, key, chain)
+        while len(chain.records) <= step:
+            chain.records.append(self._pass(self._pass_model, chain, rows, length, forward_options))
+        return chain.records[step]
+
+    def _fit_length(self, rows: int, length: int, step: int, options: tuple) -> StepRecord | None:
         samples = [
             (sample_length, chain.records[step])
             for (sample_rows, sample_length, sample_options), chain in reversed(self._chains.items())
             if sample_rows == rows and sample_options == options and len(chain.records) > step
         ][:SAMPLES_FOR_A_FIT]
-        if len(samples) < SAMPLES_FOR_A_FIT:
-            return None
-        modules: dict[str, ModuleRecord] = {}
-        for path, record in samples[0][1].modules.items():
-            found = [(n, r) for n, sample in samples if (r := sample.modules.get(path)) is not None]
-            if len(found) != len(samples):
-                return None
-            fitted = _fit_leaves([(n, (r.args, r.kwargs, r.output)) for n, r in found], length)
-            if fitted is None:
-                return None
-            args, kwargs, output = fitted
-            modules[path] = ModuleRecord(record.pre_event, record.post_event, args, kwargs, output)
-        return StepRecord(modules)
+        return _fit(samples, length) if len(samples) == SAMPLES_FOR_A_FIT else None
 
-    def _advance(self, chain: _Chain, rows: int, length: int, forward_options: dict[str, Any]) -> None:
+    def _forget_twin(self) -> None:
+        self._pass_model, self._stack = self._model, None
+        for kept in (self._chains, self._derived, self._whole):
+            kept.clear()
+
+    def _pass(
+        self, model: torch.nn.Module, chain: _Chain, rows: int, length: int, forward_options: dict[str, Any]
+    ) -> StepRecord:
+        """One fake forward of `model` at the chain's next step, its cache kept in the chain."""
         step = len(chain.records)
         use_cache = forward_options.get("use_cache", True)
         total = length + step
@@ -146,7 +176,7 @@ class ShapeOracle:
 
             return hook
 
-        for path, module in self._model.named_modules():
+        for path, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(before(path), with_kwargs=True))
             handles.append(module.register_forward_hook(after(path), with_kwargs=True))
         try:
@@ -165,20 +195,18 @@ class ShapeOracle:
                     if chain.cache is not None:
                         kwargs[self._cache_kwarg] = chain.cache
                 self.forward_passes += 1
-                output = self._model(**kwargs)
+                output = model(**kwargs)
                 chain.cache = (
                     (getattr(output, "cache", None) or getattr(output, "past_key_values", None)) if use_cache else None
                 )
         finally:
             for handle in handles:
                 handle.remove()
-        chain.records.append(
-            StepRecord(
-                {
-                    path: ModuleRecord(r.pre_event, r.post_event, to_meta(r.args), to_meta(r.kwargs), to_meta(r.output))
-                    for path, r in records.items()
-                }
-            )
+        return StepRecord(
+            {
+                path: ModuleRecord(r.pre_event, r.post_event, to_meta(r.args), to_meta(r.kwargs), to_meta(r.output))
+                for path, r in records.items()
+            }
         )
 
     def call(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
@@ -192,6 +220,22 @@ def _remember(cache: OrderedDict, key: tuple, value: Any) -> None:
     cache.move_to_end(key)
     while len(cache) > CACHED_SHAPES:
         cache.popitem(last=False)
+
+
+def _fit(samples: list[tuple[int, StepRecord]], at: int) -> StepRecord | None:
+    """The record at `at` from records at other points (prompt lengths, or steps), every dimension of every tensor
+    fitted on a line through them; None where one does not fit."""
+    modules: dict[str, ModuleRecord] = {}
+    for path, record in samples[0][1].modules.items():
+        found = [(x, r) for x, sample in samples if (r := sample.modules.get(path)) is not None]
+        if len(found) != len(samples):
+            return None
+        fitted = _fit_leaves([(x, (r.args, r.kwargs, r.output)) for x, r in found], at)
+        if fitted is None:
+            return None
+        args, kwargs, output = fitted
+        modules[path] = ModuleRecord(record.pre_event, record.post_event, args, kwargs, output)
+    return StepRecord(modules)
 
 
 def _fit_leaves(samples: list[tuple[int, Any]], length: int) -> Any | None:

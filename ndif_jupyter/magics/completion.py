@@ -16,7 +16,7 @@ from .models import ModelChoice
 _MODULE_EXPRESSION = re.compile(r"(?<![\w.\])])model((?:\.\w+|\[\s*-?\d+\s*\])*)\.(\w*)$")
 _STEP = re.compile(r"\.(\w+)|\[\s*(-?\d+)\s*\]")
 _WORD = re.compile(r"(?<![\w.])(\w+)$")
-_EVENTS = ("output", "input", "inputs")
+_EVENTS = ("output", "input", "inputs", "skip")
 _BLOCK_NAMES = {
     "generate": ("model", "invoke", "next", "generator", "invoker"),
     "trace": ("model", "invoke", "tracer", "invoker"),
@@ -67,7 +67,8 @@ def _header(context: CompletionContext) -> str | None:
 
 
 def _names_after(model: Model, steps: str) -> list[str]:
-    """The names that may follow `model<steps>.`: child modules, the module events, and at the root the Model's API."""
+    """The names that may follow `model<steps>.`: child modules, the module events and `skip`, weights, and at the
+    root the Model's API."""
     module = model.loaded.meta_model
     for match in _STEP.finditer(steps):
         name, index = match.groups()
@@ -82,7 +83,8 @@ def _names_after(model: Model, steps: str) -> list[str]:
             if not -len(children) <= position < len(children):
                 return []
             module = children[position]
-    names = [name for name, _ in module.named_children() if not name.isdigit()] + list(_EVENTS)
+    weights = [name for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
+    names = [name for name, _ in module.named_children() if not name.isdigit()] + list(_EVENTS) + weights
     if not steps:
         names += [name for name in dir(model) if not name.startswith("_") and name not in names]
     return names

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ProtocolError, first_line
 from ..indexing import INDEXING_OPS, embedding_problem, index_problem
+from ..ir.gradients import GRADIENT_READERS, gradient_target
 from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref, node_refs
 from ..ir.nested import first_input, iter_leaves, leaves, map_leaves, value_bytes
 from ..loading.loaded import LoadedModel
@@ -76,7 +77,12 @@ class _Estimate:
                 f"the saved values would be {_size(saved + output_ids)}, over this server's limit of "
                 f"{_size(self.limits.max_result_bytes)}; save less (for example one position: `.output[:, -1]`)"
             )
-        peak = self._peak()
+        peak = self._peak() + self._autograd_bytes()
+        if peak > self.limits.max_memory_bytes:
+            raise ProtocolError(
+                f"the backward pass would keep {_size(peak)} of activations and values, over this server's limit of "
+                f"{_size(self.limits.max_memory_bytes)}; take gradients from a later module or use fewer tokens"
+            )
         forward_tokens = rows * length + rows * (self.steps - 1)
         return Cost(
             peak,
@@ -101,8 +107,15 @@ class _Estimate:
         if node.op in GETTER_PHASES:
             return self._module_value(node)
         args, kwargs = self._operands(node)
-        if node.op in SETTER_PHASES:
+        if node.op in SETTER_PHASES or node.op in ("backward", "stop"):
             return None
+        if node.op == "module.weight":
+            weight = getattr(self.loaded.meta_module(node.args[0]), node.args[1])
+            return torch.empty_like(weight, device="meta")
+        if node.op == "trainable":
+            return _fresh_meta(args[0])
+        if node.op in ("grad", "set_grad"):
+            return self._gradient(node, args)
         if node.op == "module.call":
             return self._module_call(node, args[1], args[2])
         if node.op in INDEXING_OPS:
@@ -214,7 +227,44 @@ class _Estimate:
         except Exception as error:
             raise ProtocolError(f"{where(node)}: calling the module fails: {cut(first_line(error))}") from None
 
+    def _gradient(self, node: Node, args: tuple) -> Any:
+        target = self.metas[node.args[0].id]
+        shape = node.kwargs["shapes"][0]
+        if not isinstance(target, torch.Tensor) or list(target.shape) != shape:
+            raise ProtocolError(f"{where(node)}: its declared shape {shape} is not the shape of its value")
+        if node.op == "grad":
+            return torch.empty(shape, dtype=target.dtype, device="meta")
+        value = args[1]
+        if isinstance(value, torch.Tensor) and torch.broadcast_shapes(value.shape, target.shape) != target.shape:
+            raise ProtocolError(f"{where(node)}: a gradient of shape {list(value.shape)} cannot replace {shape}")
+        return None
+
     # ----- memory -----
+    def _autograd_bytes(self) -> int:
+        """What a backward pass keeps from the forward pass: the inputs and outputs of every innermost module that
+        runs after the earliest value whose gradient the graph takes (all of them when a trainable tensor is used),
+        for every invoke. An estimate from above: autograd keeps at most these (and often less)."""
+        nodes = self.graph.nodes
+        if not any(node.op == "backward" for node in nodes):
+            return 0
+        targets = [
+            target
+            for node in nodes
+            if node.op in GRADIENT_READERS and (target := gradient_target(nodes, node.args[0].id)) is not None
+        ]
+        roots = [nodes[root] for root, _ in targets]
+        earliest = 0
+        if roots and all(root.op != "trainable" for root in roots):
+            earliest = min(self._event_rank((root.args[0], GETTER_PHASES[root.op], 0))[1] for root in roots)
+        kept = 0
+        for invoke in range(len(self.graph.invokes)):
+            modules = self._record(invoke, 0).modules
+            parents = {path.rsplit(".", 1)[0] if "." in path else "" for path in modules if path}
+            for path, record in modules.items():
+                if path not in parents and record.post_event >= earliest:
+                    kept += value_bytes((record.args, record.kwargs, record.output))
+        return kept
+
     def _peak(self) -> int:
         """The most bytes the executor holds at once, walking its order: constants, live values, saved copies."""
         graph = self.graph

@@ -9,8 +9,9 @@ from typing import Any, TypeGuard, cast
 import torch
 
 from ..errors import ProtocolError
-from ..ir.graph import Graph, Node, iter_refs
-from ..operations import MODULE_EVENTS, OPERATIONS
+from ..ir.gradients import GRADIENT_READERS, gradient_target
+from ..ir.graph import Graph, Node, Ref, iter_refs
+from ..operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS
 from .limits import MAX_DIMENSIONS, Limits, cut, quote
 
 TRACE_OPTIONS = frozenset({"output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"})
@@ -79,6 +80,36 @@ def validate_graph(graph: Graph, meta_model: torch.nn.Module, limits: Limits) ->
     steps = _check_options(graph, limits, vocabulary)
     for node in graph.nodes:
         _check_node(node, graph, meta_model, steps)
+    _check_gradients(graph)
+
+
+def _check_gradients(graph: Graph) -> None:
+    """At most one backward pass, in a trace; gradients only of module values and trainable tensors, with shapes."""
+    backward = [node for node in graph.nodes if node.op == "backward"]
+    if len(backward) > 1:
+        raise ProtocolError(f"{where(backward[1])}: a graph takes at most one backward pass")
+    if backward and graph.kind != "trace":
+        raise ProtocolError(f"{where(backward[0])}: a backward pass is taken in a trace, not in a generation")
+    for node in graph.nodes:
+        if node.op == "backward" and (len(node.args) != 2 or not isinstance(node.args[0], Ref)):
+            raise ProtocolError(f"{where(node)}: backward takes (loss, gradient)")
+        if node.op == "trainable" and (len(node.args) != 1 or not isinstance(node.args[0], torch.Tensor)):
+            raise ProtocolError(f"{where(node)}: trainable takes one tensor")
+        if node.op not in GRADIENT_READERS:
+            continue
+        if not backward or node.id < backward[0].id:
+            raise ProtocolError(f"{where(node)}: a gradient is read or set only after the backward pass is recorded")
+        arity = 1 if node.op == "grad" else 2
+        if len(node.args) != arity or not isinstance(node.args[0], Ref):
+            raise ProtocolError(
+                f"{where(node)}: {node.op} takes the value whose gradient it is"
+                + (" and the new gradient" if arity == 2 else "")
+            )
+        if gradient_target(graph.nodes, node.args[0].id) is None:
+            raise ProtocolError(f"{where(node)}: a gradient is taken only of a module value or a trainable tensor")
+        shapes = node.kwargs.get("shapes")
+        if not isinstance(shapes, list) or len(shapes) != 1 or not _is_shape(shapes[0]) or shapes[0] is None:
+            raise ProtocolError(f"{where(node)}: a gradient node needs `shapes`, the traced shape of its value")
 
 
 def _check_size(graph: Graph, limits: Limits) -> None:
@@ -195,11 +226,16 @@ def _token_problem(tokens: Any, vocabulary: int) -> str | None:
 
 def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: int) -> None:
     at = where(node)
-    if node.op not in OPERATIONS and node.op not in MODULE_EVENTS:
+    known = (OPERATIONS, MODULE_EVENTS, GRADIENT_OPS, MODEL_READS, CONTROL_OPS)
+    if not any(node.op in names for names in known):
         raise ProtocolError(f"{at}: `{cut(node.op, 60)}` is not an operation this server allows")
     for ref in iter_refs((node.args, node.kwargs)):
         if not 0 <= ref.id < node.id:
             raise ProtocolError(f"{at}: it reads node {ref.id}, which is not an earlier node")
+    if node.op == "stop" and (node.args or graph.kind != "trace"):
+        raise ProtocolError(f"{at}: stop takes no arguments and ends a trace's forward pass")
+    if node.op == "module.weight":
+        _check_weight(node, meta_model)
     if node.op not in MODULE_EVENTS:
         return
     path = node.args[0] if node.args else None
@@ -223,8 +259,24 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
     shapes = node.kwargs.get("shapes")
     if not isinstance(shapes, list) or not all(_is_shape(shape) for shape in shapes):
         raise ProtocolError(f"{at}: a module event needs `shapes`, the traced shape of each leaf of its value")
-    if node.op.startswith("module.set_") and len(node.args) != 4:
+    if (node.op.startswith("module.set_") or node.op == "module.skip") and len(node.args) != 4:
         raise ProtocolError(f"{at}: a module setter takes (path, invoke, step, value)")
+    if node.op == "module.skip" and not path:
+        raise ProtocolError(f"{at}: the whole model cannot be skipped")
+
+
+def _check_weight(node: Node, meta_model: torch.nn.Module) -> None:
+    at = where(node)
+    if len(node.args) != 2 or not all(isinstance(arg, str) for arg in node.args):
+        raise ProtocolError(f"{at}: module.weight takes (path, name)")
+    path, name = node.args
+    try:
+        module = meta_model.get_submodule(path)
+    except AttributeError:
+        raise ProtocolError(f"{at}: the model has no module `{cut(path)}`") from None
+    own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
+    if name not in own:
+        raise ProtocolError(f"{at}: `{cut(path)}` has no weight or buffer `{cut(name)}`")
 
 
 def where(node: Node) -> str:

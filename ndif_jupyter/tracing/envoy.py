@@ -8,14 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import TraceError
-from .source import user_source
-
 if TYPE_CHECKING:
     from .traced_model import TracedModel
 
 _OWN = ("_traced", "_path", "_module", "_children")
 _EVENTS = ("output", "input", "inputs")
+_PUBLIC = (*_EVENTS, "skip", "path", "module_paths")
 
 
 class Envoy:
@@ -63,6 +61,12 @@ class Envoy:
         __tracebackhide__ = True
         self._open_tracer(".inputs").module_set(self._path, "inputs", value)
 
+    def skip(self, value: Any) -> None:
+        """This module does not run (at the current invoke and step): its output is `value`, of the output's shape
+        (for a layer, usually its input: `layer.skip(layer.input)`)."""
+        __tracebackhide__ = True
+        self._open_tracer(".skip(...)").module_skip(self._path, value)
+
     def __call__(self, *args: Any, **kwargs: Any):
         """Call this module on traced values (for example the logit lens: `model.lm_head(model.model.norm(h))`)."""
         __tracebackhide__ = True
@@ -85,11 +89,7 @@ class Envoy:
         if child is not None:
             return child
         if name in self._module._parameters or name in self._module._buffers:
-            raise TraceError(
-                f"`{self._display()}.{name}` is a weight; weights cannot be read or changed in an intervention graph.",
-                user_source(),
-                f"Call the module instead, for example `{self._display()}(hidden)`.",
-            )
+            return self._open_tracer(f".{name}").module_weight(self._path, name)
         try:
             return getattr(self._module, name)
         except AttributeError:
@@ -141,7 +141,10 @@ class Envoy:
             yield self._child(name)
 
     def __dir__(self) -> list[str]:
-        return sorted(set(self._module._modules) | {"output", "input", "inputs"})
+        return sorted(set(self._module._modules) | set(_PUBLIC) | set(self._weights()))
+
+    def _weights(self) -> list[str]:
+        return [*self._module._parameters, *self._module._buffers]
 
     def __repr__(self) -> str:
         return repr(self._module)
@@ -154,8 +157,12 @@ class Envoy:
     def _display(self) -> str:
         return display_path(self._path)
 
+    def module_paths(self) -> list[str]:
+        """The dotted path of this module and of every module inside it, in the order of the tree."""
+        return [_join(self._path, name) for name, _ in self._module.named_modules()]
+
     def _unknown_name_message(self, name: str) -> str:
-        candidates = list(self._module._modules) + [n for n in dir(type(self._module)) if not n.startswith("_")]
+        candidates = [*self._module._modules, *_PUBLIC, *self._weights()]
         close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
         children = ", ".join(self._module._modules) or "none"
         message = f"`{self._display()}` ({type(self._module).__name__}) has no module or attribute `{name}`."

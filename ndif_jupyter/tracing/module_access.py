@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..errors import TraceError
-from ..ir.nested import leaf_shapes, zip_map_leaves
+from ..ir.nested import describe, leaf_shapes, leaves, zip_map_leaves
 from ..ir.source import Source
 from ..loading.shapes import ModuleRecord, StepRecord, to_meta
 from .conversion import check_assignable, event_value, fresh, invoker_of, meta_of, ready_of, to_graph
@@ -53,6 +55,42 @@ class ModuleAccess(Recording):
         shapes = leaf_shapes(expected)
         graph_value = to_graph(value, self, source)
         self._add(_SETTER_OPS[kind], (path, invoker.index, invoker.step, graph_value), {"shapes": shapes}, source)
+
+    def module_skip(self, path: str, value: Any) -> None:
+        """Record that a module does not run at the open invoke's step and gives `value` as its output."""
+        __tracebackhide__ = True
+        source, invoker, expected, _ = self._event(path, "output")
+        record = self._module_record(invoker, path, source)
+        where = f"{display_path(path)}.skip(...)"
+        if not path:
+            raise TraceError("The whole model cannot be skipped.", source, "Skip one of its modules, such as a layer.")
+        given = meta_of(value, self)
+        found, wanted = leaf_shapes(given), leaf_shapes(expected)
+        if found != wanted or any(
+            isinstance(a, torch.Tensor) != isinstance(b, torch.Tensor) for a, b in zip(leaves(given), leaves(expected))
+        ):
+            raise TraceError(
+                f"`{where}` needs a value shaped as the module's output ({describe(expected)}), not {describe(given)}.",
+                source,
+                "A skipped layer usually passes its input on: `layer.skip(layer.input)`.",
+            )
+        if ready_of(value, self) > (invoker.step, record.pre_event):
+            raise TraceError(
+                f"`{where}` is given a value that the model computes only after {display_path(path)} would run.",
+                source,
+                "Give a value computed before the module, such as its input.",
+            )
+        graph_value = to_graph(value, self, source)
+        self._add("module.skip", (path, invoker.index, invoker.step, graph_value), {"shapes": wanted}, source)
+
+    def module_weight(self, path: str, name: str) -> Proxy:
+        """Record reading a module's weight or buffer (`model.lm_head.weight`), as the model holds it."""
+        __tracebackhide__ = True
+        source = user_source()
+        self._check_recording(source)
+        tensor = getattr(self.traced.loaded.meta_module(path), name)
+        node = self._add("module.weight", (path, name), {}, source)
+        return Proxy(self, node.id, torch.empty_like(tensor, device="meta"), (-1, -1), None)
 
     def module_call(self, path: str, args: tuple, kwargs: dict) -> Proxy:
         """Record calling a module on traced values (`model.lm_head(hidden)`)."""

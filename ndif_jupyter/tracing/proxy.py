@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -12,6 +12,7 @@ from ..ir.nested import any_leaf, describe, iter_leaves, map_leaves
 from ..operations import TENSOR_METHODS, TENSOR_PROPERTIES, operation_for_torch_function
 
 if TYPE_CHECKING:
+    from .gradients import GradientAccess
     from .recording import Recording
 
 _UNSET = object()
@@ -97,6 +98,23 @@ class Proxy:
             raise ValueNotReadyError(self.tracer.value_not_ready_message(self.node_id))
         return self._value
 
+    # ----- gradients -----
+    def backward(self, gradient: Any = None) -> Any:
+        """Record the backward pass of this value (the loss): `with loss.backward():` then read `.grad` inside."""
+        __tracebackhide__ = True
+        return cast("GradientAccess", self.tracer).backward(self, gradient)
+
+    @property
+    def grad(self) -> Proxy:
+        """The gradient the block's backward pass brings to this module value (or trainable tensor)."""
+        __tracebackhide__ = True
+        return cast("GradientAccess", self.tracer).grad_of(self)
+
+    @grad.setter
+    def grad(self, value: Any) -> None:
+        __tracebackhide__ = True
+        cast("GradientAccess", self.tracer).set_grad(self, value)
+
     # ----- token indexing -----
     def token(self, index: int) -> Proxy:
         """Token `index` of this invoke's own prompt (padding does not move it); negative counts from the end."""
@@ -114,6 +132,9 @@ class Proxy:
             return self.tracer.record(f"tensor.{name}", (self,), {})
         if name in TENSOR_METHODS:
             return _BoundMethod(self, name)
+        key = field_key(self.meta, name)
+        if key is not None:
+            return self.tracer.record("getitem", (self, key), {})
         raise AttributeError(self.tracer.unsupported_attribute_message(self, name))
 
     def __getitem__(self, key: Any) -> Proxy:
@@ -210,6 +231,18 @@ class _BoundMethod:
     def __call__(self, *args: Any, **kwargs: Any) -> Proxy:
         __tracebackhide__ = True
         return self._proxy.tracer.record(f"tensor.{self._name}", (self._proxy, *args), kwargs)
+
+
+def field_key(value: Any, name: str) -> int | str | None:
+    """How a named field of a structured value is indexed: `values`/`indices` of a `max` or `topk` result (a
+    position), `logits` of a model output (a key); None when `value` has no field `name`."""
+    if isinstance(value, dict) and name in value:
+        return name
+    if isinstance(value, tuple):  # named tuples, and torch's structured results (`torch.return_types.topk`)
+        fields = getattr(type(value), "_fields", None) or getattr(type(value), "__match_args__", None) or ()
+        if name in fields:
+            return list(fields).index(name)
+    return None
 
 
 def resolve_saved(value: Any, tracer: Recording) -> Any:

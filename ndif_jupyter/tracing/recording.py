@@ -6,13 +6,14 @@ Module values are recorded by `ModuleAccess` (module_access.py) on top of this, 
 from __future__ import annotations
 
 import enum
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import TraceError, first_line
 from ..ir.graph import GraphKind, Node
-from ..ir.nested import leaves
+from ..ir.nested import SAVEABLE, leaves
 from ..ir.result import ExecutionResult
 from ..ir.source import Source
 from ..operations import OPERATIONS
@@ -97,13 +98,22 @@ class Recording:
             raise TraceError(
                 "This value belongs to another block; save values inside the block that made them.", source
             )
-        for leaf in leaves(proxy.meta):
-            if not isinstance(leaf, (torch.Tensor, int, float, bool, type(None))):
-                raise TraceError(
-                    f"Only tensors (or tuples of them) can be saved; this value holds {type(leaf).__name__}.",
-                    source,
-                    "Index into it to the tensor you want, for example `.output[0]`.",
-                )
+        found = leaves(proxy.meta)
+        dropped = sorted({type(leaf).__name__ for leaf in found if not isinstance(leaf, SAVEABLE)})
+        if dropped and not any(isinstance(leaf, torch.Tensor) for leaf in found):
+            raise TraceError(
+                f"Only tensors (or tuples of them) can be saved; this value holds {', '.join(dropped)}.",
+                source,
+                "Index into it to the tensor you want, for example `.output[0]`.",
+            )
+        if dropped:
+            warnings.warn_explicit(
+                f"This value holds {', '.join(dropped)} (a key-value cache or the like), which cannot be saved: its "
+                "tensors are saved, with None in its place.",
+                UserWarning,
+                source.filename if source else "<block>",
+                source.lineno if source else 0,
+            )
         node = self.nodes[proxy.node_id]
         if not node.saved:
             node.saved = True

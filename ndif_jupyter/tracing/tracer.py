@@ -6,7 +6,7 @@ What the block records is built in layers: operations, `.t()` and `.save()` (`re
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -16,15 +16,18 @@ from ..ir.graph import Graph, Invoke, Node
 from ..ir.nested import leaves
 from ..ir.result import ExecutionResult
 from ..loading.shapes import StepRecord
+from .caching import ModuleCache, record_cache
 from .conversion import (
     plain_options,
 )
+from .gradients import GradientAccess
 from .invoker import Invoker
 from .module_access import ModuleAccess
 from .proxy import Proxy
 from .record import InvokeTokens, RunRecord
 from .recording import BlockState
 from .source import user_source
+from .steps import Steps
 
 if TYPE_CHECKING:
     from .traced_model import TracedModel
@@ -33,7 +36,7 @@ GraphRunner = Callable[[Graph], ExecutionResult]
 """Runs a recorded graph where the block's `device_map` says and returns its result."""
 
 
-class Tracer(ModuleAccess):
+class Tracer(ModuleAccess, GradientAccess):
     """Shared machinery of the generate and trace contexts.
 
     `traced` is the model's recording side (module tree, shape oracle, open block); `model` the object the user
@@ -57,6 +60,9 @@ class Tracer(ModuleAccess):
         self._run_record: RunRecord | None = None
         self._saved: list[Proxy] = []
         self._step_records: dict[tuple[int, int, int], StepRecord] = {}
+        self.backward_node: int | None = None
+        self.trainables: list[tuple[Proxy, torch.Tensor]] = []
+        self.trainable_grads: list[tuple[torch.Tensor, Proxy]] = []
 
     # ----- the block -----
     def __enter__(self):
@@ -118,6 +124,43 @@ class Tracer(ModuleAccess):
             )
         invoker.step += count
 
+    def cache(
+        self, modules: Iterable[Any] | None = None, *, names: Literal["paths", "transformer_lens"] = "paths"
+    ) -> ModuleCache:
+        """Save the output of every module at the open invoke's step, in one call: a mapping by module path (or,
+        with `names="transformer_lens"`, by TransformerLens hook name for GPT-2 and Llama models). `modules`
+        limits it to some modules (Envoys or dotted paths). Entries are traced values inside the block and tensors
+        after it."""
+        __tracebackhide__ = True
+        return record_cache(self, modules, names)
+
+    def stop(self) -> None:
+        """End this trace's forward pass as soon as every value the block needs has been computed (the modules
+        after the last one it reads do not run)."""
+        __tracebackhide__ = True
+        source = user_source()
+        self._check_recording(source)
+        if self.kind != "trace":
+            raise TraceError(
+                "`stop()` ends a trace's forward pass early; a generation needs every forward pass to the end.",
+                source,
+                "Lower max_new_tokens to generate fewer tokens.",
+            )
+        if not any(node.op == "stop" for node in self.nodes):
+            self._add("stop", (), {}, source)
+
+    @property
+    def steps(self) -> Steps:
+        """The open invoke's generation steps: `for step in generator.steps:` (every step), `generator.steps[2:5]`."""
+        __tracebackhide__ = True
+        if self.kind != "generate":
+            raise TraceError(
+                "`steps` are the generated tokens of a generation; a trace runs one forward pass and has none.",
+                user_source(),
+                "Use `model.generate(max_new_tokens=N)` to intervene on generated tokens.",
+            )
+        return Steps(self)
+
     @property
     def output(self) -> torch.Tensor:
         """The generated token ids, [batch, prompt + new] on the CPU, left-padded across invokes."""
@@ -139,7 +182,7 @@ class Tracer(ModuleAccess):
             self.traced.loaded.pad_token_id,
             sum(
                 leaf.numel() * leaf.element_size()
-                for proxy in self._saved
+                for proxy in [*self._saved, *(grad for _, grad in self.trainable_grads)]
                 for leaf in leaves(proxy.meta)
                 if isinstance(leaf, torch.Tensor)
             ),
@@ -168,6 +211,10 @@ class Tracer(ModuleAccess):
         for proxy in self._saved:
             if proxy.node_id in result.saved:
                 proxy.set_value(result.saved[proxy.node_id])
+        for tensor, grad in self.trainable_grads:
+            if grad.node_id in result.saved:
+                value = result.saved[grad.node_id].to(tensor.device, tensor.dtype)
+                tensor.grad = value if tensor.grad is None else tensor.grad + value
 
     @property
     def run_record(self) -> RunRecord | None:
