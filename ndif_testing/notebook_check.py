@@ -39,19 +39,27 @@ def execute(path: Path) -> nbformat.NotebookNode:
 
 
 def comparable(cell: nbformat.NotebookNode) -> list[str]:
-    """The parts of a code cell's outputs that must be the same on every run."""
+    """The parts of a code cell's outputs that must be the same on every run. Printed text is compared as one text
+    up to the next result or error: a kernel sends it in chunks that depend on timing."""
     parts = []
+    printed = ""
     for output in cell.get("outputs", []):
         if _is_progress_bar(output):
             continue
         kind = output["output_type"]
-        if kind == "stream" and output["name"] == "stdout":
-            parts.append("stdout: " + _normalize(output["text"]))
-        elif kind in ("execute_result", "display_data"):
+        if kind == "stream":
+            printed += output["text"] if output["name"] == "stdout" else ""
+            continue
+        if printed:
+            parts.append("stdout: " + _normalize(printed))
+            printed = ""
+        if kind in ("execute_result", "display_data"):
             kinds = ", ".join(sorted(output["data"]))
             parts.append(f"{kind} ({kinds}): " + _normalize(output["data"].get("text/plain", "")))
         elif kind == "error":
             parts.append(f"error: {output['ename']}: " + _normalize(output["evalue"]))
+    if printed:
+        parts.append("stdout: " + _normalize(printed))
     return parts
 
 

@@ -284,3 +284,26 @@ def test_the_cost_of_a_gradient_run_counts_what_autograd_keeps(gpt2: Model):
     assert from_first > from_last > plain, "autograd keeps more the earlier the first gradient is taken"
     with pytest.raises(ProtocolError, match="the backward pass would keep"):
         estimate_cost(reads(0, True), gpt2.loaded, Limits(max_memory_bytes=(plain + from_first) // 2))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_a_weights_gradient_is_asked_for_and_the_weights_stay_frozen_after(name, request):
+    model = request.getfixturevalue(name)
+    _, attention, _ = layer_paths(model)
+    projection = f"{attention}.c_attn" if name == "gpt2" else f"{attention}.q_proj"
+    with model.trace(PROMPT):
+        head = model.lm_head.weight
+        inner = model.module(projection).weight
+        loss = model.lm_head.output[0, -1].log_softmax(-1)[TARGET]
+        with loss.backward():
+            grads = [head.grad.save(), inner.grad.save()]
+    ref = reference.load(request.getfixturevalue(f"{name}_dir"))
+    ref.requires_grad_(False)
+    wanted = [ref.lm_head.weight, ref.get_submodule(projection).weight]
+    for weight in wanted:
+        weight.requires_grad_(True)
+    logits = ref(**model.tokenizer(PROMPT, return_tensors="pt")).logits
+    expected = torch.autograd.grad(logits[0, -1].log_softmax(-1)[TARGET], wanted)
+    for mine, theirs in zip(grads, expected):
+        torch.testing.assert_close(mine.value, theirs, rtol=1e-6, atol=1e-7)
+    assert all(not p.requires_grad and p.grad is None for p in model.local_model.parameters())

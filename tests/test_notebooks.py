@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ndif_testing.notebook_check import differences, execute
+from ndif_testing.notebook_check import comparable, differences, execute
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -26,3 +26,16 @@ def test_the_notebook_runs_and_gives_its_stored_outputs(path: Path):
     fresh = execute(path)
     found = differences(stored, fresh)
     assert not found, "\n\n".join(found)
+
+
+def test_printed_text_is_compared_whatever_chunks_the_kernel_sent_it_in():
+    def cell(*outputs):
+        return nbformat.from_dict({"cell_type": "code", "source": "", "outputs": list(outputs)})
+
+    def printed(text, name="stdout"):
+        return {"output_type": "stream", "name": name, "text": text}
+
+    chunked = cell(printed("step 0: 1.25\n"), printed("progress", "stderr"), printed("step 1: 0.5\n"))
+    together = cell(printed("step 0: 1.5\nstep 1: 0.75\n"))
+    assert comparable(chunked) == comparable(together) == ["stdout: step 0: #.#\nstep 1: #.#"]
+    assert comparable(cell(printed("step 0\n"))) != comparable(cell(printed("step 1\n")))

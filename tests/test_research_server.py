@@ -32,10 +32,11 @@ def gradients(model: Model, device_map: str) -> list[torch.Tensor]:
         attention = layers[1].self_attn.output[0]
         late = layers[2].output
         late[:, -1] += early[:, -1] @ weights @ weights.T
+        norm = model.model.norm.weight
         loss = model.lm_head.output[0, -1].log_softmax(-1)[11]
         with loss.backward():
             late.grad = late.grad * 2
-            grads = [early.grad.save(), attention.grad.save()]
+            grads = [early.grad.save(), attention.grad.save(), norm.grad.save()]
         saved_loss = loss.save()
     return [saved_loss.value, *(grad.value for grad in grads), probe.grad]
 

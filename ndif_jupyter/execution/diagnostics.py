@@ -54,6 +54,8 @@ def event_text(key: EventKey) -> str:
         return "the backward pass"
     if phase == "grad trainable":
         return "the gradient of a trainable tensor"
+    if phase.startswith("grad weight "):
+        return f"the gradient of {where}.{phase[len('grad weight ') :]}"
     if phase.startswith("grad "):
         return f"the gradient of {where}.{phase[len('grad ') :]} (step {step})"
     return f"{where} ({'input' if phase == 'pre' else 'output'}, step {step})"

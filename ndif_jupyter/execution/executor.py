@@ -36,7 +36,15 @@ from .batching import (
 )
 from .diagnostics import EventKey, display, event_text, raised_at, unfinished_nodes
 from .generation import SAMPLING_OPTIONS, PartEnds, SeededSampling, eos_ids, seeded
-from .gradients import BACKWARD_EVENT, gradient_events, hook_tensor, invoke_of, make_trainable, run_backward
+from .gradients import (
+    BACKWARD_EVENT,
+    WeightGradient,
+    gradient_events,
+    hook_tensor,
+    invoke_of,
+    make_trainable,
+    run_backward,
+)
 from .guard import RunGuard
 from .merging import Part, merge, single_part, split
 from .modules import forward_parameters, submodule
@@ -151,7 +159,7 @@ class _Run:
                 key = (path, phase, step)
                 self.events.setdefault(key, []).append(node.id)
                 self.event_of[node.id] = key
-        gradient_event_of, self.hooked, self.trainable_events = gradient_events(self.nodes)
+        gradient_event_of, self.hooked, self.whole_tensor_events = gradient_events(self.nodes)
         for node_id, key in gradient_event_of.items():
             self.events.setdefault(key, []).append(node_id)
             self.event_of[node_id] = key
@@ -281,6 +289,13 @@ class _Run:
             handles.append(self.model.register_forward_pre_hook(self._report_forward))
         if self.graph.kind == "generate":
             handles.append(self.model.register_forward_pre_hook(self._count_step))
+        for node_id, key in self.whole_tensor_events.items():
+            node = self.nodes[node_id]
+            if node.op == "module.weight":
+                weight = getattr(submodule(self.model, node.args[0]), node.args[1])
+                handles.append(
+                    WeightGradient(weight, lambda grad, key=key: self._gradient_written(self._fire(key, grad)))
+                )
         for path in {node.args[0] for node in self.nodes if node.op == "module.skip"}:
             handles.append(_SkippableForward(submodule(self.model, path), path, self))
         for path, phase in {(path, phase) for path, phase, _ in self.events if phase in ("pre", "post")}:
@@ -519,8 +534,8 @@ class _Run:
         """`trainable`, `backward`, and inside a gradient event `grad` (read, cut to the invoke) or `set_grad`."""
         if node.op == "trainable":
             tensor = make_trainable(self.constants[node.id][0][0])
-            if node.id in self.trainable_events:
-                key = self.trainable_events[node.id]
+            if node.id in self.whole_tensor_events:
+                key = self.whole_tensor_events[node.id]
                 tensor.register_hook(lambda grad: self._gradient_written(self._fire(key, grad)))
             return tensor
         if node.op == "backward":

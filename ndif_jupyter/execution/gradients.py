@@ -1,7 +1,8 @@
 """The executor's side of a gradient run: which event each gradient node belongs to, and the tensors it hooks.
 
 A `grad` or `set_grad` node belongs to the gradient event of its target: the backward pass reaching one tensor of a
-module value at one step (`(path, "grad output[0]", step)`), or a trainable tensor (`("", "grad trainable", id)`).
+module value at one step (`(path, "grad output[0]", step)`), a trainable tensor (`("", "grad trainable", id)`), or a
+weight of the model (`(path, "grad weight bias", 0)`).
 When a module event fires, before its nodes run, the tensors whose gradients the graph wants are made part of the
 autograd graph (a tensor that needs no gradient yet is replaced by a copy that does) and hooked; the hook fires the
 gradient event, whose nodes read the gradient (cut to their invoke) or replace it.
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ExecutionError
-from ..ir.gradients import GRADIENT_READERS, gradient_target
+from ..ir.gradients import GRADIENT_READERS, WHOLE_TENSORS, gradient_target
 from ..ir.graph import Node
 from ..ir.nested import first_input, rebuild
 from ..operations import GETTER_PHASES
@@ -34,13 +35,14 @@ class HookedTensor:
 
 
 def gradient_events(nodes: list[Node]) -> tuple[dict[int, tuple], dict[tuple, list[HookedTensor]], dict[int, tuple]]:
-    """For a graph: each gradient node's event, the tensors to hook after each module event, the trainables' events.
+    """For a graph: each gradient node's event, the tensors to hook after each module event, and the events of the
+    whole tensors (trainables and weights) by the id of their node.
 
     Raises ExecutionError for a gradient of something that is neither a module value's tensor nor a trainable.
     """
     event_of: dict[int, tuple] = {}
     hooked: dict[tuple, list[HookedTensor]] = {}
-    trainables: dict[int, tuple] = {}
+    whole: dict[int, tuple] = {}
     for node in nodes:
         if node.op == "backward":
             event_of[node.id] = BACKWARD_EVENT
@@ -52,7 +54,10 @@ def gradient_events(nodes: list[Node]) -> tuple[dict[int, tuple], dict[tuple, li
         root, indices = nodes[target[0]], target[1]
         if root.op == "trainable":
             event = ("", "grad trainable", root.id)
-            trainables[root.id] = event
+            whole[root.id] = event
+        elif root.op == "module.weight":
+            event = (root.args[0], f"grad weight {root.args[1]}", 0)
+            whole[root.id] = event
         else:
             path, _, step = root.args[:3]
             kind = root.op.split(".")[1]
@@ -62,14 +67,14 @@ def gradient_events(nodes: list[Node]) -> tuple[dict[int, tuple], dict[tuple, li
             if wanted not in hooked.setdefault(module_event, []):
                 hooked[module_event].append(wanted)
         event_of[node.id] = event
-    return event_of, hooked, trainables
+    return event_of, hooked, whole
 
 
 def invoke_of(nodes: list[Node], node: Node) -> int | None:
-    """The invoke whose rows a gradient node's target belongs to; None for a trainable (it has no rows)."""
+    """The invoke whose rows a gradient node's target belongs to; None for a trainable or a weight (no rows)."""
     target = gradient_target(nodes, node.args[0].id)
     root = nodes[target[0]] if target is not None else None
-    return root.args[1] if root is not None and root.op != "trainable" else None
+    return root.args[1] if root is not None and root.op not in WHOLE_TENSORS else None
 
 
 def hook_tensor(value: Any, wanted: HookedTensor, hook) -> tuple[Any, bool]:
@@ -92,6 +97,21 @@ def hook_tensor(value: Any, wanted: HookedTensor, hook) -> tuple[Any, bool]:
         return (args, {**kwargs, name: written}), True
     tensor, replaced = _hooked(_leaf_at(value, wanted.indices, wanted), hook)
     return (_with_leaf_at(value, wanted.indices, tensor), True) if replaced else (value, False)
+
+
+class WeightGradient:
+    """A weight of the model that takes part in the backward pass for one run: it requires a gradient and is hooked
+    until `remove()`, which freezes it again and drops what it accumulated."""
+
+    def __init__(self, weight: torch.Tensor, hook):
+        self.weight = weight
+        weight.requires_grad_(True)
+        self.handle = weight.register_hook(hook)
+
+    def remove(self) -> None:
+        self.handle.remove()
+        self.weight.requires_grad_(False)
+        self.weight.grad = None
 
 
 def make_trainable(tensor: torch.Tensor) -> torch.Tensor:

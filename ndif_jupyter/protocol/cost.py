@@ -242,7 +242,7 @@ class _Estimate:
     # ----- memory -----
     def _autograd_bytes(self) -> int:
         """What a backward pass keeps from the forward pass: the inputs and outputs of every innermost module that
-        runs after the earliest value whose gradient the graph takes (all of them when a trainable tensor is used),
+        runs after the earliest value whose gradient the graph takes (all of them for a trainable tensor or a weight),
         for every invoke. An estimate from above: autograd keeps at most these (and often less)."""
         nodes = self.graph.nodes
         if not any(node.op == "backward" for node in nodes):
@@ -254,7 +254,7 @@ class _Estimate:
         ]
         roots = [nodes[root] for root, _ in targets]
         earliest = 0
-        if roots and all(root.op != "trainable" for root in roots):
+        if roots and all(root.op in GETTER_PHASES for root in roots):
             earliest = min(self._event_rank((root.args[0], GETTER_PHASES[root.op], 0))[1] for root in roots)
         kept = 0
         for invoke in range(len(self.graph.invokes)):

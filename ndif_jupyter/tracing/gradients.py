@@ -2,8 +2,8 @@
 tensors whose gradients come back to the kernel.
 
 A block takes at most one backward pass, in a trace (one forward pass): it runs after the forward pass, and the
-gradients reaching module values (and their parts) or trainable tensors can be read, saved and replaced. Parameters
-of the model stay frozen: only what the block marks gets a gradient.
+gradients reaching module values (and their parts), weights or trainable tensors can be read, saved and replaced.
+Parameters of the model stay frozen: only what the block marks gets a gradient.
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ AFTER_THE_FORWARD_PASS = 1 << 40
 
 
 class BackwardPass:
-    """`with loss.backward():` the block's backward pass; `.grad` of module values is read and assigned inside."""
-
-    def __init__(self, tracer: GradientAccess):
-        self._tracer = tracer
+    """`with loss.backward():` the block's backward pass, recorded when `.backward()` is called; the `with` is where
+    `.grad` is read and assigned, as in PyTorch-style code (it may also be read after a bare `loss.backward()`)."""
 
     def __enter__(self) -> BackwardPass:
         return self
@@ -85,7 +83,7 @@ class GradientAccess(Recording):
                 grad = self._grad_node(proxy, source)
                 self.nodes[grad.node_id].saved = True
                 self.trainable_grads.append((tensor, grad))
-        return BackwardPass(self)
+        return BackwardPass()
 
     def trainable(self, tensor: torch.Tensor) -> Proxy:
         """`tensor` in the graph as a value the backward pass gives a gradient to.
@@ -143,7 +141,7 @@ class GradientAccess(Recording):
         if not self._is_gradient_target(proxy) or not isinstance(proxy.meta, torch.Tensor):
             raise TraceError(
                 "`.grad` is kept for module values (`.output`, `.input`, `.inputs`, and their parts such as "
-                "`.output[0]`) and for `tracer.trainable(...)` tensors, not for values computed from them.",
+                "`.output[0]`), weights and `tracer.trainable(...)` tensors, not for values computed from them.",
                 source,
                 "Take the gradient of the module value this one is computed from.",
             )
@@ -157,7 +155,7 @@ class GradientAccess(Recording):
         if target is None:
             return False
         root = self.nodes[target[0]]
-        if root.op == "trainable":
+        if root.op in ("trainable", "module.weight"):
             return not target[1]
         path, invoke, step = root.args[:3]
         invoker = self.invokes[invoke]
