@@ -176,3 +176,24 @@ def test_a_cache_names_what_it_cannot_cache(gpt2: Model):
     with pytest.raises(TraceError, match=r"'transformer\.h\.9', which is not a module"):
         with gpt2.trace(PROMPT) as tracer:
             tracer.cache(modules=["transformer.h.9"])
+
+
+def test_the_insides_of_a_skipped_module_are_refused_while_recording(gpt2: Model):
+    from ndif_jupyter.errors import TraceError
+
+    layer = gpt2.transformer.h[1]
+    with pytest.raises(TraceError, match=r"model\.transformer\.h\[1\]\.mlp` does not run at this step"):
+        with gpt2.trace(PROMPT):
+            layer.skip(layer.input)
+            layer.mlp.output.save()
+    with pytest.raises(TraceError, match=r"already uses model\.transformer\.h\[1\]\.attn"):
+        with gpt2.trace(PROMPT):
+            layer.attn.output[0].save()
+            layer.skip(layer.input)
+    with gpt2.trace() as tracer:
+        with tracer.invoke(PROMPT):
+            layer.skip(layer.input)
+            kept = layer.output.save()
+        with tracer.invoke("Hello"):
+            inner = layer.mlp.output.save()
+    assert kept.value.shape[1] == len(gpt2.tokenizer(PROMPT)["input_ids"]) and inner.value.shape[0] == 1

@@ -28,6 +28,10 @@ class ModuleAccess(Recording):
     """What an Envoy asks of the open block: module values as proxies, module writes and calls as nodes."""
 
     _step_records: dict[tuple[int, int, int], StepRecord]
+    _touched: dict[tuple[int, int], set[str]]
+    """Per (invoke, step), the modules whose values the block reads or writes there."""
+    _skipped: dict[tuple[int, int], set[str]]
+    """Per (invoke, step), the modules the block skips there."""
 
     def module_get(self, path: str, kind: str) -> Proxy:
         """Record reading a module's `.output`, `.input` or `.inputs` at the open invoke's step."""
@@ -80,6 +84,15 @@ class ModuleAccess(Recording):
                 source,
                 "Give a value computed before the module, such as its input.",
             )
+        inside = [other for other in self._touched.get((invoker.index, invoker.step), ()) if _within(other, path)]
+        if inside:
+            raise TraceError(
+                f"`{where}`: the block already uses {display_path(inside[0])}, which does not run when "
+                f"{display_path(path)} is skipped.",
+                source,
+                "Skip the module before reading its insides, or read the module's own input or output instead.",
+            )
+        self._skipped.setdefault((invoker.index, invoker.step), set()).add(path)
         graph_value = to_graph(value, self, source)
         self._add("module.skip", (path, invoker.index, invoker.step, graph_value), {"shapes": wanted}, source)
 
@@ -116,6 +129,15 @@ class ModuleAccess(Recording):
         invoker = self.require_invoke(source)
         record = self._module_record(invoker, path, source)
         event = record.pre_event if kind != "output" else record.post_event
+        place = (invoker.index, invoker.step)
+        skipped = [other for other in self._skipped.get(place, ()) if _within(path, other)]
+        if skipped:
+            raise TraceError(
+                f"`{display_path(path)}` does not run at this step: {display_path(skipped[0])} is skipped.",
+                source,
+                f"Read {display_path(skipped[0])}'s own input or output instead.",
+            )
+        self._touched.setdefault(place, set()).add(path)
         return source, invoker, event_value(record, kind), event
 
     def _module_record(self, invoker: Invoker, path: str, source: Source | None) -> ModuleRecord:
@@ -132,3 +154,8 @@ class ModuleAccess(Recording):
                 source,
             )
         return record
+
+
+def _within(inner: str, outer: str) -> bool:
+    """Whether the module at `inner` is a submodule of the one at `outer` (not the module itself)."""
+    return inner.startswith(outer + ".") if outer else bool(inner)

@@ -60,6 +60,8 @@ class Tracer(ModuleAccess, GradientAccess):
         self._run_record: RunRecord | None = None
         self._saved: list[Proxy] = []
         self._step_records: dict[tuple[int, int, int], StepRecord] = {}
+        self._touched: dict[tuple[int, int], set[str]] = {}
+        self._skipped: dict[tuple[int, int], set[str]] = {}
         self.backward_node: int | None = None
         self.trainables: list[tuple[Proxy, torch.Tensor]] = []
         self.trainable_grads: list[tuple[torch.Tensor, Proxy]] = []
