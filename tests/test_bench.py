@@ -55,3 +55,50 @@ def test_the_co_batching_benchmark_runs_both_servers_and_checks_every_result(tmp
     assert report["off"]["jobs"] == report["on"]["jobs"] == 6
     assert report["off"]["mean_batch"] == 1
     assert report["on"]["largest_deviation"] <= 1e-5 and report["off"]["largest_deviation"] <= 1e-5
+
+
+def test_the_tracing_benchmark_times_cold_and_warm_blocks_in_fresh_processes(tmp_path):
+    output = tmp_path / "tracing.json"
+    script = BENCH.with_name("tracing.py")
+    command = [
+        sys.executable,
+        str(script),
+        "--tiny",
+        "gpt2",
+        "--steps",
+        "1",
+        "4",
+        "--repeat",
+        "1",
+        "--json",
+        str(output),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    for steps in ("1", "4"):
+        blocks = report["steps"][steps]
+        assert set(blocks) == {"cold", "second length", "third length", "warm", "hugging face generate"}
+        assert all(times["running"] > 0 for times in blocks.values())
+        assert blocks["warm"]["tracing"] < blocks["cold"]["tracing"], "a warm block reuses the cold one's shapes"
+
+
+def test_the_gradient_benchmark_checks_its_scores_against_plain_pytorch(tmp_path):
+    output = tmp_path / "gradients.json"
+    script = BENCH.with_name("gradients.py")
+    command = [
+        sys.executable,
+        str(script),
+        "--tiny",
+        "llama",
+        "--rounds",
+        "1",
+        "--without-nnsight",
+        "--json",
+        str(output),
+    ]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["layers"] == 4 and set(report["medians"]) == {"plain pytorch", "ours"}
+    assert report["deviations"]["ours"] <= 1e-4
