@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -129,21 +130,21 @@ class Proxy:
         if name.startswith("__"):
             raise AttributeError(name)
         if name in TENSOR_PROPERTIES:
-            return self.tracer.record(f"tensor.{name}", (self,), {})
+            return operate(f"tensor.{name}", (self,), {}, self.tracer)
         if name in TENSOR_METHODS:
             return _BoundMethod(self, name)
         key = field_key(self.meta, name)
         if key is not None:
-            return self.tracer.record("getitem", (self, key), {})
+            return operate("getitem", (self, key), {}, self.tracer)
         raise AttributeError(self.tracer.unsupported_attribute_message(self, name))
 
     def __getitem__(self, key: Any) -> Proxy:
         __tracebackhide__ = True
-        return self.tracer.record("getitem", (self, key), {})
+        return operate("getitem", (self, key), {}, self.tracer)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         __tracebackhide__ = True
-        self.tracer.record("setitem", (self, key, value), {})
+        operate("setitem", (self, key, value), {}, self.tracer)
 
     def __iter__(self):
         __tracebackhide__ = True
@@ -152,6 +153,8 @@ class Proxy:
 
     def __bool__(self) -> bool:
         __tracebackhide__ = True
+        if self._value is not _UNSET and not self.tracer.is_recording:
+            return bool(self._value)
         raise TraceError(
             "A traced value has no truth value while the block is being recorded: `if`, `and`, `or` and `while` "
             "on it cannot be recorded.",
@@ -161,6 +164,8 @@ class Proxy:
 
     def __index__(self) -> int:
         __tracebackhide__ = True
+        if self._value is not _UNSET and not self.tracer.is_recording:
+            return operator.index(cast(Any, self._value))
         raise TraceError(
             "A traced value cannot be used as a Python integer while the block is being recorded.",
             self.tracer.node_source(self.node_id),
@@ -188,14 +193,14 @@ class Proxy:
         op, reversed_operands = found
         if reversed_operands:
             args = (args[1], args[0], *args[2:])
-        return tracer.record(op, tuple(args), dict(kwargs or {}))
+        return operate(op, tuple(args), dict(kwargs or {}), tracer)
 
 
 def _binary(op: str, reverse: bool = False):
     def method(self, other):
         __tracebackhide__ = True
         operands = (other, self) if reverse else (self, other)
-        return self.tracer.record(op, operands, {})
+        return operate(op, operands, {}, self.tracer)
 
     method.__name__ = f"__{'r' if reverse else ''}{op}__"
     return method
@@ -204,7 +209,7 @@ def _binary(op: str, reverse: bool = False):
 def _unary(op: str):
     def method(self):
         __tracebackhide__ = True
-        return self.tracer.record(op, (self,), {})
+        return operate(op, (self,), {}, self.tracer)
 
     method.__name__ = f"__{op}__"
     return method
@@ -230,7 +235,17 @@ class _BoundMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Proxy:
         __tracebackhide__ = True
-        return self._proxy.tracer.record(f"tensor.{self._name}", (self._proxy, *args), kwargs)
+        return operate(f"tensor.{self._name}", (self._proxy, *args), kwargs, self._proxy.tracer)
+
+
+def operate(op: str, args: tuple, kwargs: dict, tracer: Recording) -> Any:
+    """Record `op` in the block that is recording among its operands' blocks; when none is (every block they come
+    from has ended), run it now on their saved values, as plain tensors."""
+    __tracebackhide__ = True
+    recording = next((p.tracer for p in proxies_in((args, kwargs)) if p.tracer.is_recording), None)
+    if recording is not None:
+        return recording.record(op, args, kwargs)
+    return tracer.run_now(op, args, kwargs)
 
 
 def field_key(value: Any, name: str) -> int | str | None:

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import TraceError, first_line
 from ..ir.graph import GraphKind, Node
-from ..ir.nested import SAVEABLE, leaves
+from ..ir.nested import SAVEABLE, leaves, map_leaves
 from ..ir.result import ExecutionResult
 from ..ir.source import Source
 from ..operations import OPERATIONS
@@ -61,6 +61,20 @@ class Recording:
                 "Put this line inside `with generator.invoke(prompt):`.",
             )
         return self.current
+
+    @property
+    def is_recording(self) -> bool:
+        """Whether the block is still being recorded (its values are traced, not computed)."""
+        return self.state is BlockState.RECORDING
+
+    def run_now(self, op: str, args: tuple, kwargs: dict) -> Any:
+        """`op` run at once on the saved values of ended blocks (a later cell's `means[3][0]` or `h.mean()`)."""
+        __tracebackhide__ = True
+
+        def value_of(leaf: Any) -> Any:
+            return leaf.value if isinstance(leaf, Proxy) else leaf  # a value never saved says why it has none
+
+        return OPERATIONS[op](*map_leaves(value_of, args), **map_leaves(value_of, kwargs))
 
     def record(self, op: str, args: tuple, kwargs: dict) -> Proxy:
         """Record an allowlisted operation on traced values, checking it on their meta values first."""
