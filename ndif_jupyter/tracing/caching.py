@@ -54,7 +54,7 @@ def record_cache(
     invoker = tracer.require_invoke(source)
     if names not in ("paths", "transformer_lens"):
         raise TraceError(f"`names` is 'paths' or 'transformer_lens', not {names!r}.", source)
-    record = tracer.traced.shapes.step(len(invoker.rows), invoker.length, invoker.step, tracer.forward_options())
+    record = tracer.step_record(invoker)
     called = [path for path, module in record.modules.items() if module.post_event >= 0]
     if modules is None:
         chosen = called

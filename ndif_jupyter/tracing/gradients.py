@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ..errors import TraceError
-from ..ir.gradients import gradient_target
+from ..ir.gradients import WHOLE_TENSORS, gradient_target
 from ..ir.source import Source
 from .conversion import check_assignable, event_value, fresh, meta_of, to_graph
+from .module_access import ModuleAccess
 from .proxy import Proxy
-from .recording import Recording
 from .source import user_source
 
 if TYPE_CHECKING:
@@ -38,8 +38,8 @@ class BackwardPass:
         return False
 
 
-class GradientAccess(Recording):
-    """What proxies ask of the open block for gradients."""
+class GradientAccess(ModuleAccess):
+    """What proxies ask of the open block for gradients (module values come from `ModuleAccess`)."""
 
     backward_node: int | None
     invokes: list[Invoker]
@@ -155,11 +155,10 @@ class GradientAccess(Recording):
         if target is None:
             return False
         root = self.nodes[target[0]]
-        if root.op in ("trainable", "module.weight"):
+        if root.op in WHOLE_TENSORS:
             return not target[1]
         path, invoke, step = root.args[:3]
-        invoker = self.invokes[invoke]
-        record = self.traced.shapes.step(len(invoker.rows), invoker.length, step, self.forward_options())
+        record = self.step_record(self.invokes[invoke], step)
         value = event_value(record.modules[path], root.op.split(".")[1])
         for index in target[1]:
             if not isinstance(value, (tuple, list)):

@@ -140,14 +140,17 @@ class ModuleAccess(Recording):
         self._touched.setdefault(place, set()).add(path)
         return source, invoker, event_value(record, kind), event
 
+    def step_record(self, invoker: Invoker, step: int | None = None) -> StepRecord:
+        """What every module sees for `invoker` at `step` (its current step by default), kept for the block."""
+        key = (len(invoker.rows), invoker.length, invoker.step if step is None else step)
+        record = self._step_records.get(key)
+        if record is None:
+            record = self._step_records[key] = self.traced.shapes.step(*key, self.forward_options())
+        return record
+
     def _module_record(self, invoker: Invoker, path: str, source: Source | None) -> ModuleRecord:
         __tracebackhide__ = True
-        key = (len(invoker.rows), invoker.length, invoker.step)
-        step = self._step_records.get(key)
-        if step is None:
-            step = self.traced.shapes.step(*key, self.forward_options())
-            self._step_records[key] = step
-        record = step.modules.get(path)
+        record = self.step_record(invoker).modules.get(path)
         if record is None or record.post_event < 0:
             raise TraceError(
                 f"`{display_path(path)}` is not called during the model's forward pass, so it has no values.",

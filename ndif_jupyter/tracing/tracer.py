@@ -1,7 +1,8 @@
 """Tracer: a `with model.trace()/generate()` block: its lifecycle, its invokes, and running its graph at the end.
 
 What the block records is built in layers: operations, `.t()` and `.save()` (`recording`), module values
-(`module_access`); values cross into the graph by `conversion`; the finished run is handed out as a `RunRecord`.
+(`module_access`), gradients (`gradients`); values cross into the graph by `conversion`; the finished run is handed
+out as a `RunRecord`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from .conversion import (
 )
 from .gradients import GradientAccess
 from .invoker import Invoker
-from .module_access import ModuleAccess
 from .proxy import Proxy
 from .record import InvokeTokens, RunRecord
 from .recording import BlockState
@@ -36,7 +36,7 @@ GraphRunner = Callable[[Graph], ExecutionResult]
 """Runs a recorded graph where the block's `device_map` says and returns its result."""
 
 
-class Tracer(ModuleAccess, GradientAccess):
+class Tracer(GradientAccess):
     """Shared machinery of the generate and trace contexts.
 
     `traced` is the model's recording side (module tree, shape oracle, open block); `model` the object the user
