@@ -293,9 +293,7 @@ class _Run:
             node = self.nodes[node_id]
             if node.op == "module.weight":
                 weight = getattr(submodule(self.model, node.args[0]), node.args[1])
-                handles.append(
-                    WeightGradient(weight, lambda grad, key=key: self._gradient_written(self._fire(key, grad)))
-                )
+                handles.append(WeightGradient(weight, self._gradient_hook(key)))
         for path in {node.args[0] for node in self.nodes if node.op == "module.skip"}:
             handles.append(_SkippableForward(submodule(self.model, path), path, self))
         for path, phase in {(path, phase) for path, phase, _ in self.events if phase in ("pre", "post")}:
@@ -379,13 +377,8 @@ class _Run:
     def _hook_gradient(self, state: _EventState, wanted) -> None:
         """Before a module event's nodes run: the tensor whose gradient the graph wants, hooked to fire its gradient
         event, so that what the nodes compute from it is part of the backward pass."""
-
-        def on_gradient(grad: torch.Tensor) -> torch.Tensor | None:
-            fired = self._fire(wanted.event, grad)
-            return fired.value if fired is not None and fired.changed else None
-
         try:
-            state.value, changed = hook_tensor(state.value, wanted, on_gradient)
+            state.value, changed = hook_tensor(state.value, wanted, self._gradient_hook(wanted.event))
         except TypeError:
             node = self.nodes[self.events[wanted.event][0]]
             raise ExecutionError(
@@ -507,12 +500,7 @@ class _Run:
                 "batch shares, so it runs alone.",
                 node.source,
             )
-        try:
-            written = replace(current, new_value, shapes, span)
-            state.value = _with_first_input(state.value, written) if one_input else written
-        except ValueError as error:
-            raise ExecutionError(f"`{display(node)}` cannot be written: {error}", node.source) from None
-        state.changed = True
+        self._write(node, state, new_value, span, one_input)
         return None
 
     def _on_device(self, leaf: Any) -> Any:
@@ -523,11 +511,14 @@ class _Run:
         key = (path, self.step)
         return (True, self.skipping.pop(key)) if key in self.skipping else (False, None)
 
-    def _write(self, node: Node, state: _EventState, new_value: Any, span: Span) -> None:
+    def _write(self, node: Node, state: _EventState, new_value: Any, span: Span, one_input: bool = False) -> None:
+        """The event's value (or its first input) with the invoke's part replaced by `new_value`."""
+        current = first_input(*state.value) if one_input else state.value
         try:
-            state.value = replace(state.value, new_value, node.kwargs["shapes"], span)
+            written = replace(current, new_value, node.kwargs["shapes"], span)
         except ValueError as error:
             raise ExecutionError(f"`{display(node)}` cannot be written: {error}", node.source) from None
+        state.value = _with_first_input(state.value, written) if one_input else written
         state.changed = True
 
     def _gradient_node(self, node: Node) -> Any:
@@ -535,8 +526,7 @@ class _Run:
         if node.op == "trainable":
             tensor = make_trainable(self.constants[node.id][0][0])
             if node.id in self.whole_tensor_events:
-                key = self.whole_tensor_events[node.id]
-                tensor.register_hook(lambda grad: self._gradient_written(self._fire(key, grad)))
+                tensor.register_hook(self._gradient_hook(self.whole_tensor_events[node.id]))
             return tensor
         if node.op == "backward":
             loss, gradient = self._resolve(self.constants[node.id][0])
@@ -553,9 +543,14 @@ class _Run:
         self._write(node, state, self._resolve(self.constants[node.id][0][1]), span)
         return None
 
-    @staticmethod
-    def _gradient_written(state: _EventState | None) -> torch.Tensor | None:
-        return state.value if state is not None and state.changed else None
+    def _gradient_hook(self, key: EventKey) -> Callable[[torch.Tensor], torch.Tensor | None]:
+        """A tensor hook that fires the gradient event `key` and passes on the gradient its nodes wrote, if any."""
+
+        def on_gradient(grad: torch.Tensor) -> torch.Tensor | None:
+            state = self._fire(key, grad)
+            return state.value if state is not None and state.changed else None
+
+        return on_gradient
 
     def _call_module(self, node: Node) -> Any:
         self.guard.check()
