@@ -241,10 +241,7 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
     path = node.args[0] if node.args else None
     if not isinstance(path, str):
         raise ProtocolError(f"{at}: a module event's first argument is the module's path")
-    try:
-        meta_model.get_submodule(path)
-    except AttributeError:
-        raise ProtocolError(f"{at}: the model has no module `{cut(path)}`") from None
+    _module_at(at, path, meta_model)
     if node.op == "module.call":
         if len(node.args) != 3 or not isinstance(node.args[1], tuple) or not isinstance(node.args[2], dict):
             raise ProtocolError(f"{at}: module.call takes (path, args, kwargs)")
@@ -265,15 +262,20 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
         raise ProtocolError(f"{at}: the whole model cannot be skipped")
 
 
+def _module_at(at: str, path: str, meta_model: torch.nn.Module) -> torch.nn.Module:
+    """The module at `path`, or a ProtocolError at `at` saying the model has none."""
+    try:
+        return meta_model.get_submodule(path)
+    except AttributeError:
+        raise ProtocolError(f"{at}: the model has no module `{cut(path)}`") from None
+
+
 def _check_weight(node: Node, meta_model: torch.nn.Module) -> None:
     at = where(node)
     if len(node.args) != 2 or not all(isinstance(arg, str) for arg in node.args):
         raise ProtocolError(f"{at}: module.weight takes (path, name)")
     path, name = node.args
-    try:
-        module = meta_model.get_submodule(path)
-    except AttributeError:
-        raise ProtocolError(f"{at}: the model has no module `{cut(path)}`") from None
+    module = _module_at(at, path, meta_model)
     own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
     if name not in own:
         raise ProtocolError(f"{at}: `{cut(path)}` has no weight or buffer `{cut(name)}`")

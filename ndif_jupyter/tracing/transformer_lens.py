@@ -56,16 +56,14 @@ def _hooks(config: Any, record: StepRecord) -> list[Hook]:
     __tracebackhide__ = True
     modules = record.modules
     if "transformer.h.0.attn.c_attn" in modules:
-        heads = config.n_head
-        layer_hooks = _layer_hooks(_GPT2_LAYER, {"heads": heads, "kv_heads": heads})
+        heads = {"heads": config.n_head, "kv_heads": config.n_head}
         ends = ([("hook_embed", "transformer.wte"), ("hook_pos_embed", "transformer.wpe")], "transformer.ln_f")
-        return _family(ends, "transformer.h", config.n_layer, layer_hooks)
+        return _family(ends, "transformer.h", config.n_layer, _GPT2_LAYER, heads)
     if "model.layers.0.self_attn.q_proj" in modules and "model.layers.0.mlp.gate_proj" in modules:
-        heads = config.num_attention_heads
-        kv_heads = getattr(config, "num_key_value_heads", None) or heads
-        layer_hooks = _layer_hooks(_LLAMA_LAYER, {"heads": heads, "kv_heads": kv_heads})
+        count = config.num_attention_heads
+        heads = {"heads": count, "kv_heads": getattr(config, "num_key_value_heads", None) or count}
         ends = ([("hook_embed", "model.embed_tokens")], "model.norm")
-        return _family(ends, "model.layers", config.num_hidden_layers, layer_hooks)
+        return _family(ends, "model.layers", config.num_hidden_layers, _LLAMA_LAYER, heads)
     raise TraceError(
         f"TransformerLens names are known for GPT-2 and Llama-family models, not for {type(config).__name__}.",
         user_source(),
@@ -108,24 +106,23 @@ _LLAMA_LAYER = [
 ]
 
 
-def _layer_hooks(table: list[tuple[str, str, str, Any]], heads: dict[str, int]) -> list[tuple[str, str, str, int, int]]:
-    """A family's per-layer table with its head counts filled in: (name, inner path, kind, heads, part)."""
-    rows = []
-    for name, inner, kind, split in table:
-        if isinstance(split, int):
-            rows.append((name, inner, kind, heads["heads"], split))
-        else:
-            rows.append((name, inner, kind, heads[split] if split else 0, -1))
-    return rows
-
-
 def _family(
-    ends: tuple[list[tuple[str, str]], str], stack: str, count: int, layer: list[tuple[str, str, str, int, int]]
+    ends: tuple[list[tuple[str, str]], str],
+    stack: str,
+    count: int,
+    table: list[tuple[str, str, str, Any]],
+    heads: dict[str, int],
 ) -> list[Hook]:
+    """Every hook of a family: its embeddings, each layer's rows of `table` (head counts from `heads`), its final
+    norm."""
     embeddings, final_norm = ends
     hooks = [Hook(name, path, "output") for name, path in embeddings]
     for index in range(count):
-        for name, inner, kind, heads, part in layer:
+        for name, inner, kind, split in table:
             path = f"{stack}.{index}" + (f".{inner}" if inner else "")
-            hooks.append(Hook(f"blocks.{index}.{name}", path, kind, heads, part))
+            if isinstance(split, int):  # a part of a fused projection, split into the query heads
+                hook = Hook(f"blocks.{index}.{name}", path, kind, heads["heads"], split)
+            else:
+                hook = Hook(f"blocks.{index}.{name}", path, kind, heads[split] if split else 0)
+            hooks.append(hook)
     return [*hooks, Hook("ln_final.hook_normalized", final_norm, "output")]
