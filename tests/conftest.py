@@ -67,6 +67,13 @@ def default_model():
     return Model()
 
 
+def extension_config(models: list, tmp_path: Path, **settings) -> dict:
+    """A `jp_server_config` with the `ndif` extension serving the checkpoint folders `models`, its results under
+    `tmp_path`, and any other NDIFServer settings."""
+    ndif = {"models": [str(folder) for folder in models], "response_path": str(tmp_path / "responses"), **settings}
+    return {"ServerApp": {"jpserver_extensions": {"ndif_server": True}}, "NDIFServer": ndif}
+
+
 def hook_count(module: torch.nn.Module) -> int:
     """Every forward hook and pre-hook registered anywhere in a module tree."""
     return sum(

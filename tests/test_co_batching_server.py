@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from conftest import extension_config
 from torch.testing import assert_close
 
 from ndif_jupyter import Model, NDIFError
@@ -42,16 +43,7 @@ def backend_settings(request):
 
 @pytest.fixture
 def jp_server_config(llama_dir, tmp_path, backend_settings):
-    return {
-        "ServerApp": {"jpserver_extensions": {"ndif_server": True}},
-        "NDIFServer": {
-            "models": [str(llama_dir)],
-            "response_path": str(tmp_path / "responses"),
-            "device_map": "cpu",
-            "max_new_tokens": 5000,
-            **backend_settings,
-        },
-    }
+    return extension_config([llama_dir], tmp_path, device_map="cpu", max_new_tokens=5000, **backend_settings)
 
 
 def small_job(model: Model, index: int, device_map: str):

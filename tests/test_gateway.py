@@ -12,6 +12,7 @@ import signal
 
 import pytest
 import torch
+from conftest import extension_config
 
 from ndif_jupyter import Model, NDIFError
 from ndif_server.backends.kernel_client import GatewayError, KernelClient
@@ -38,17 +39,8 @@ def gateway_settings(request, gateway):
 
 @pytest.fixture
 def jp_server_config(gpt2_dir, llama_dir, tmp_path, gateway_settings):
-    return {
-        "ServerApp": {"jpserver_extensions": {"ndif_server": True}},
-        "NDIFServer": {
-            "backend": "gateway",
-            "models": [str(gpt2_dir), str(llama_dir)],
-            "response_path": str(tmp_path / "responses"),
-            "max_new_tokens": 5000,
-            "gateway_request_timeout": 10.0,
-            **gateway_settings,
-        },
-    }
+    settings = {"backend": "gateway", "max_new_tokens": 5000, "gateway_request_timeout": 10.0, **gateway_settings}
+    return extension_config([gpt2_dir, llama_dir], tmp_path, **settings)
 
 
 LONG = 2000

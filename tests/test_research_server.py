@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 import torch
+from conftest import extension_config
 
 from ndif_jupyter import Model
 
@@ -17,10 +18,7 @@ PROMPT = "The Eiffel Tower is in the city of"
 
 @pytest.fixture
 def jp_server_config(llama_dir, tmp_path):
-    return {
-        "ServerApp": {"jpserver_extensions": {"ndif_server": True}},
-        "NDIFServer": {"models": [str(llama_dir)], "response_path": str(tmp_path / "responses"), "device_map": "cpu"},
-    }
+    return extension_config([llama_dir], tmp_path, device_map="cpu")
 
 
 def gradients(model: Model, device_map: str) -> list[torch.Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import extension_config
 
 from ndif_jupyter import Model
 from ndif_jupyter.errors import ValueNotReadyError
@@ -14,10 +15,7 @@ PROMPT = "The Eiffel Tower is in the city of"
 
 @pytest.fixture
 def jp_server_config(gpt2_dir, tmp_path):
-    return {
-        "ServerApp": {"jpserver_extensions": {"ndif_server": True}},
-        "NDIFServer": {"models": [str(gpt2_dir)], "response_path": str(tmp_path / "responses"), "device_map": "cpu"},
-    }
+    return extension_config([gpt2_dir], tmp_path, device_map="cpu")
 
 
 def test_operations_on_an_ended_blocks_saved_values_run_at_once(gpt2: Model):
