@@ -152,6 +152,8 @@ class _Run:
         self.saved: dict[int, Any] = {}
         self.events: dict[EventKey, list[int]] = {}
         self.event_of: dict[int, EventKey] = {}
+        self.skipped_paths: set[str] = set()
+        self.stop_early = False
         for node in self.nodes:
             phase = GETTER_PHASES.get(node.op) or SETTER_PHASES.get(node.op)
             if phase is not None:
@@ -159,6 +161,11 @@ class _Run:
                 key = (path, phase, step)
                 self.events.setdefault(key, []).append(node.id)
                 self.event_of[node.id] = key
+                if node.op == "module.skip":  # a skip that cannot spare the module is a write of its output
+                    self.events.setdefault((path, "post", step), [])
+                    self.skipped_paths.add(path)
+            elif node.op == "stop":
+                self.stop_early = graph.kind == "trace"
         gradient_event_of, self.hooked, self.whole_tensor_events = gradient_events(self.nodes)
         for node_id, key in gradient_event_of.items():
             self.events.setdefault(key, []).append(node_id)
@@ -166,10 +173,6 @@ class _Run:
         self.backward = BACKWARD_EVENT in self.events
         self.skipping: dict[tuple[str, int], Any] = {}
         self.skip_after: dict[EventKey, list[tuple[Node, Any, Span]]] = {}
-        for node in self.nodes:
-            if node.op == "module.skip":  # a skip that cannot spare the module is a write of its output
-                self.events.setdefault((node.args[0], "post", node.args[2]), [])
-        self.stop_early = graph.kind == "trace" and any(node.op == "stop" for node in self.nodes)
         self.spans: list[Span] = []
         self.placed: dict[int, torch.Tensor] = {}
         self.constants = {node.id: self._place_constants(node) for node in self.nodes}
@@ -294,7 +297,7 @@ class _Run:
             if node.op == "module.weight":
                 weight = getattr(submodule(self.model, node.args[0]), node.args[1])
                 handles.append(WeightGradient(weight, self._gradient_hook(key)))
-        for path in {node.args[0] for node in self.nodes if node.op == "module.skip"}:
+        for path in self.skipped_paths:
             handles.append(_SkippableForward(submodule(self.model, path), path, self))
         for path, phase in {(path, phase) for path, phase, _ in self.events if phase in ("pre", "post")}:
             module = submodule(self.model, path)
