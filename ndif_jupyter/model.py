@@ -9,6 +9,7 @@ import torch
 from .loading.loaded import LoadedModel
 from .runners import runner_for
 from .tracing.contexts import GenerateContext, TraceContext
+from .tracing.edits import EditContext
 from .tracing.envoy import Envoy
 from .tracing.traced_model import TracedModel
 
@@ -50,17 +51,36 @@ class Model:
         return self.loaded.local_model
 
     # ----- the blocks -----
-    def generate(self, *, device_map: Any = None, **options: Any) -> GenerateContext:
-        """A block that generates tokens; other keyword arguments go to Hugging Face's `generate`."""
+    def generate(self, *, device_map: Any = None, edits: bool = True, **options: Any) -> GenerateContext:
+        """A block that generates tokens; other keyword arguments go to Hugging Face's `generate`. `edits=False`
+        leaves the model's persistent edits out of this block."""
         __tracebackhide__ = True
         runner = runner_for(self.loaded, device_map)
-        return GenerateContext(self.tracing, self, runner.run, device_map, options)
+        return GenerateContext(self.tracing, self, runner.run, device_map, options, edits)
 
-    def trace(self, prompt: Any = None, *, device_map: Any = None, **options: Any) -> TraceContext:
-        """A block of one forward pass; other keyword arguments go to the model's forward."""
+    def trace(self, prompt: Any = None, *, device_map: Any = None, edits: bool = True, **options: Any) -> TraceContext:
+        """A block of one forward pass; other keyword arguments go to the model's forward. `edits=False` leaves the
+        model's persistent edits out of this block."""
         __tracebackhide__ = True
         runner = runner_for(self.loaded, device_map)
-        return TraceContext(self.tracing, self, runner.run, prompt, device_map, options)
+        return TraceContext(self.tracing, self, runner.run, prompt, device_map, options, edits)
+
+    # ----- persistent edits -----
+    def edit(self, name: str = "default") -> EditContext:
+        """`with model.edit():` records interventions that every later block of this model applies (for each
+        invoke, at every forward pass, before the block's own) until `clear_edits()`. Recording an edit under a
+        name it already has replaces that set; other names add sets."""
+        __tracebackhide__ = True
+        return EditContext(self.tracing, self, name)
+
+    def clear_edits(self, name: str | None = None) -> None:
+        """Remove the persistent edit set `name`, or all of them."""
+        self.tracing.clear_edits(name)
+
+    @property
+    def edits(self) -> dict[str, list[str]]:
+        """The persistent edit sets by name, each with the lines that recorded it."""
+        return {name: edit.lines() for name, edit in self.tracing.edits.items()}
 
     # ----- weights -----
     def dispatch(self, device_map: Any = None) -> torch.nn.Module:
@@ -86,4 +106,9 @@ class Model:
         return sorted(set(own) | set(dir(self.tracing.root)))
 
     def __repr__(self) -> str:
-        return repr(self.loaded.meta_model)
+        text = repr(self.loaded.meta_model)
+        if not self.tracing.edits:
+            return text
+        heading = "Persistent edits (every block applies them; model.clear_edits() removes them):"
+        sets = [f'  "{name}":\n' + "\n".join(f"    {line}" for line in lines) for name, lines in self.edits.items()]
+        return "\n".join([text, heading, *sets])

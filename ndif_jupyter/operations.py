@@ -37,11 +37,11 @@ TENSOR_METHODS = frozenset(
     """
     abs abs_ add add_ all amax amin any argmax argmin argsort bfloat16 bmm bool chunk clamp clamp_ clip clone
     contiguous copy_ cos cpu cumsum detach diag diagonal diff div div_ dot double eq exp expand expand_as fill_
-    flatten flip float gather ge gt half index_fill index_fill_ index_select int isfinite isnan le log log_softmax
+    flatten flip float gather ge gt half index_fill index_fill_ index_select int isfinite isnan item le log log_softmax
     logsumexp long lt masked_fill masked_fill_ matmul max mean min mm mul mul_ narrow ne neg neg_ nan_to_num norm
     normal_ outer permute pow prod reciprocal relu repeat repeat_interleave reshape reshape_as roll round rsqrt
     scatter scatter_ scatter_add select sigmoid sign sin softmax sort split sqrt square squeeze std sub sub_ sum
-    t tanh to topk transpose tril triu type_as unbind unflatten unsqueeze var view view_as where zero_
+    t tanh to tolist topk transpose tril triu type_as unbind unflatten unsqueeze var view view_as where zero_
 """.split()
 )
 
@@ -111,13 +111,70 @@ MODULE_EVENTS = frozenset(
 )
 MODEL_READS = frozenset({"module.weight"})
 """Reading a module's weight or buffer (`model.lm_head.weight`): no event, the value as the model holds it."""
-CONTROL_OPS = frozenset({"stop"})
-"""`stop`: a trace's forward pass ends as soon as every node of the graph has run."""
+CONTROL_OPS = frozenset({"stop", "cond", "log"})
+"""`stop`: a trace's forward pass ends as soon as every node of the graph has run. `cond`: whether its predicate (one
+value) holds; the nodes recorded under it (`ir.graph.CONDITION`) run only when it does. `log`: its values, kept
+and printed by the kernel after the run."""
+
+TOLIST_LIMIT = 65_536
+"""The most elements `.tolist()` turns into graph values; larger tensors stay tensors."""
+
+
+def _meta_item(tensor: torch.Tensor) -> torch.Tensor:
+    if tensor.numel() != 1:
+        raise ValueError(f"a tensor of {tensor.numel()} elements has no single item; reduce it first (`.sum()`)")
+    return torch.empty((), dtype=tensor.dtype, device="meta")
+
+
+def _meta_tolist(tensor: torch.Tensor) -> Any:
+    if tensor.numel() > TOLIST_LIMIT:
+        raise ValueError(f"a list of {tensor.numel()} numbers is past the {TOLIST_LIMIT:,} a graph keeps as numbers")
+    if tensor.ndim == 0:
+        return _meta_item(tensor)
+    return [_meta_tolist(row) for row in tensor.unbind(0)]
+
+
+def _number_as_index(key: Any) -> Any:
+    """An index key with each stand-in for a Python integer (a 0-dimensional integer meta tensor) as 0, which indexes
+    to the same shape and which meta tensors can index with."""
+
+    def plain(part: Any) -> Any:
+        is_number = isinstance(part, torch.Tensor) and part.ndim == 0 and part.device.type == "meta"
+        return 0 if is_number and not part.dtype.is_floating_point and part.dtype != torch.bool else part
+
+    return tuple(plain(part) for part in key) if isinstance(key, tuple) else plain(key)
+
+
+def _meta_getitem(target: Any, key: Any) -> Any:
+    return OPERATORS["getitem"](target, _number_as_index(key))
+
+
+def _meta_setitem(target: Any, key: Any, value: Any) -> None:
+    OPERATORS["setitem"](target, _number_as_index(key), value)
+
+
+META_OPERATIONS: dict[str, Callable[..., Any]] = {
+    "tensor.item": _meta_item,
+    "tensor.tolist": _meta_tolist,
+    "getitem": _meta_getitem,
+    "setitem": _meta_setitem,
+}
+"""How operations run on meta values where their own function cannot: `.item()` and `.tolist()` give Python numbers,
+stood in for by 0-dimensional meta tensors, which indexing then takes as integers."""
+
+
+def meta_operation(op: str) -> Callable[..., Any]:
+    """The function that computes `op` on meta values, for shape checks."""
+    return META_OPERATIONS.get(op) or OPERATIONS[op]
+
 
 GRADIENT_OPS = frozenset({"backward", "grad", "set_grad", "trainable"})
 """The operations of a gradient run: `backward` (of a loss, once per trace, after the forward pass), `grad` and
 `set_grad` (read or replace the gradient reaching a module value or a trainable tensor), `trainable` (a constant
 tensor whose gradient the run computes). The executor runs them itself (execution/gradients.py)."""
+
+UNCONDITIONAL = GRADIENT_OPS | {"module.skip", "stop"}
+"""Operations that cannot run under `tracer.cond(...)`: they change how the whole run goes, not one value."""
 
 EventPhase = Literal["pre", "post"]
 GETTER_PHASES: dict[str, EventPhase] = {"module.output": "post", "module.input": "pre", "module.inputs": "pre"}

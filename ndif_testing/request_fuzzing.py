@@ -321,6 +321,26 @@ def _cache_and_stop(parts: _Parts, block: Any) -> None:
         block.stop()
 
 
+def _conditions_and_logs(parts: _Parts, block: Any) -> None:
+    with block.invoke(PROMPT):
+        for step in block.steps:
+            norm = parts.layers[0].output.norm()
+            with block.cond(norm > 1.0):
+                parts.layers[1].output[:, -1] = 0
+                with block.cond(norm.item() < 1e6):
+                    parts.layers[2].output.sum().save()
+            block.log("step", step, parts.model.lm_head.output[0, -1, :4].tolist())
+
+
+def _inner_operations_in_beams(parts: _Parts, block: Any) -> None:
+    attention = parts.layers[1].attn if parts.gpt2 else parts.layers[1].self_attn
+    with block.invoke(PROMPT):
+        for _ in block.steps:
+            first = next(iter(attention.ops))
+            first.output[0].save()
+            first.inputs[0][1].save()
+
+
 RECORDINGS: tuple[tuple[str, Recording], ...] = (
     ("a trace saving every layer's output", ("trace", {}, _saving_outputs)),
     ("a trace of two invokes", ("trace", {}, _several_invokes)),
@@ -332,6 +352,11 @@ RECORDINGS: tuple[tuple[str, Recording], ...] = (
     ("a trace adding constant tensors", ("trace", {}, _constant_tensors)),
     ("a trace with gradients, a trainable, a skip and a weight", ("trace", {}, _gradients_skip_and_weights)),
     ("a trace caching modules and stopping early", ("trace", {}, _cache_and_stop)),
+    ("a generation with conditions, numbers and logs", ("generate", {"max_new_tokens": 2}, _conditions_and_logs)),
+    (
+        "a beam search reading inner operations",
+        ("generate", {"max_new_tokens": 2, "num_beams": 2}, _inner_operations_in_beams),
+    ),
 )
 """Recorded on the served models in turn: with a GPT-2 and a Llama, each has a generation and a multi-prompt invoke."""
 

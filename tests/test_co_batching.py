@@ -73,10 +73,21 @@ def trace_jobs(model: Model) -> list[Job]:
             layers[0].output[0][:] += 0.5
             return [model.lm_head.output.save()]
 
+    def conditional(tracer):
+        with tracer.invoke(LONG):
+            norm = layers[0].output.norm()
+            with tracer.cond(norm > 0):
+                layers[1].output[:, -1] = 0
+            with tracer.cond(norm < 0):
+                layers[2].output[:] = 0
+            top = model.lm_head.output[0, -1].argmax().item()
+            return [model.lm_head.output[:, -1, top].save()]
+
     return [
         record(model, "trace", one_prompt),
         record(model, "trace", two_invokes_with_an_edit),
         record(model, "trace", steering),
+        record(model, "trace", conditional),
     ]
 
 
@@ -86,7 +97,7 @@ def test_merged_traces_equal_each_job_alone(family, request):
     jobs = trace_jobs(model)
     assert len({batch_key(job.graph) for job in jobs}) == 1
     merged, parts = merge([job.graph for job in jobs])
-    assert merged.batch_size == 5 and [part.first_row for part in parts] == [0, 1, 4]
+    assert merged.batch_size == 6 and [part.first_row for part in parts] == [0, 1, 4, 5]
     outcomes = execute_batch([job.graph for job in jobs], model.dispatch())
     for job, outcome in zip(jobs, outcomes):
         assert_same_as_alone(job, outcome)

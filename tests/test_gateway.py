@@ -66,6 +66,25 @@ def gradient(model: Model, device_map: str) -> torch.Tensor:
     return grad.value
 
 
+def inside_edited_and_beams(model: Model, device_map: str) -> list[torch.Tensor]:
+    """Inner operations, a persistent edit, a condition and beam search in one generation."""
+    attention = model.model.layers[1].self_attn
+    with model.edit():
+        model.model.layers[0].output[:, -1] *= 1.5
+    try:
+        with model.generate(max_new_tokens=3, num_beams=2, device_map=device_map) as generator:
+            with generator.invoke(PROMPT):
+                saved = []
+                for _ in generator.steps:
+                    query, _ = attention.ops.apply_rotary_pos_emb.output
+                    with generator.cond(query.norm() > 0):
+                        query[:] *= 0.5
+                    saved.append(query.save())
+    finally:
+        model.clear_edits()
+    return [generator.output, *(value.value for value in saved)]
+
+
 async def started_job(jp_fetch, before: int, sending: asyncio.Future) -> dict:
     """The job after the first `before` ones, once its worker has begun the forward passes; the error of `sending`
     (the block that sends it) if it ended first."""
@@ -102,8 +121,11 @@ async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fet
     assert remote.numel() * 4 > 11 * 2**20 and torch.equal(remote, local)
     remote_grad = await asyncio.to_thread(gradient, llama, "server")
     assert torch.equal(remote_grad, gradient(llama, "cpu")), "a backward pass on the gateway's kernel"
+    remote_values = await asyncio.to_thread(inside_edited_and_beams, llama, "server")
+    for theirs, mine in zip(remote_values, inside_edited_and_beams(llama, "cpu"), strict=True):
+        assert torch.equal(theirs, mine), "inner operations, an edit, a condition and beams on the gateway's kernel"
     jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
-    assert [job["status"] for job in jobs] == ["done"] * 4 and jobs[2]["result_bytes"] > 11 * 2**20
+    assert [job["status"] for job in jobs] == ["done"] * 5 and jobs[2]["result_bytes"] > 11 * 2**20
     models = json.loads((await jp_fetch("ndif", "api", "models")).body)
     assert all(m["loaded"] for m in models["models"]), "each model's kernel is warm and kept"
 

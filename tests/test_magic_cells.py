@@ -227,7 +227,7 @@ def test_pass_through_generation_options_reach_generate(ip, gpt2: Model):
         ("generate gpt2 --max-new-tokens three", "invalid int value"),
         ("generate gpt2 --temprature 0.5", "Did you mean --temperature"),
         ("trace gpt2 --max-new-tokens 3", "--max-new-tokens applies to `%%ndif generate`"),
-        ("generate gpt2 --num-beams 2", "num_beams=2 changes the batch"),
+        ("generate gpt2 --num-beams 2 --num-return-sequences 3", "more than num_beams=2"),
         ("generate gpt2 --server", "server extension"),
         ("generate gpt2 --server --device-map cpu", "either --server or --device-map"),
         ("models", "is a line magic"),
@@ -342,3 +342,22 @@ with loss.backward():
     assert traced.success
     assert ip.user_ns["grad"].shape == (1, len(gpt2.tokenizer(PROMPT)["input_ids"]), 64)
     assert ip.user_ns["grad"].abs().sum() > 0
+
+
+def test_a_cell_decides_at_run_time_and_logs(ip, gpt2: Model, capsys):
+    ip.user_ns["gpt2"] = gpt2
+    result = run(
+        ip,
+        f'''%%ndif trace gpt2 --prompt "{PROMPT}"
+norm = model.transformer.h[0].output.norm()
+with tracer.cond(norm > 1e9):
+    model.transformer.h[1].output[:] = 0
+top = model.lm_head.output[0, -1].argmax().item().save()
+tracer.log("top token", top)
+''',
+    )
+    assert result.success
+    with gpt2.trace(PROMPT):
+        expected = gpt2.lm_head.output[0, -1].argmax().save()
+    assert ip.user_ns["top"] == expected.value.item(), "the false condition changed nothing"
+    assert f"top token {expected.value.item()}" in capsys.readouterr().out

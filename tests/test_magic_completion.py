@@ -7,6 +7,8 @@ from IPython.core.completer import provisionalcompleter
 
 from ndif_jupyter import Model
 
+EVENTS = ("output", "input", "inputs")
+
 pytestmark = pytest.mark.kernel
 
 
@@ -30,6 +32,18 @@ def test_module_paths_complete_from_the_cells_model(ip, gpt2: Model, llama: Mode
     assert complete(ip, header_llama + "model.model.la") == [header_llama + "model.model.layers"], (
         "without a MODEL, the namespace's model"
     )
+
+
+def test_inner_operations_complete_after_ops(ip, llama: Model):
+    ip.user_ns["model"] = llama
+    header = "%%ndif trace --prompt hi\n"
+    attention = "model.model.layers[0].self_attn."
+    assert header + attention + "ops" in complete(ip, header + attention + "o")
+    assert complete(ip, header + attention + "ops.apply") == [header + attention + "ops.apply_rotary_pos_emb"]
+    events = complete(ip, header + attention + "ops.apply_rotary_pos_emb.")
+    assert sorted(events) == sorted(header + attention + f"ops.apply_rotary_pos_emb.{e}" for e in EVENTS)
+    mlp = complete(ip, header + "model.model.layers[0].mlp.o")
+    assert mlp == [header + "model.model.layers[0].mlp.output"], "an MLP whose forward calls no function has no ops"
 
 
 def test_the_roots_api_and_bound_names_complete(ip, gpt2: Model):

@@ -75,7 +75,86 @@ def output_with_its_cache(model: Model, device_map: str) -> list[torch.Tensor]:
     return [whole.value["logits"]]
 
 
-@pytest.mark.parametrize("block", [gradients, steps, caches_skip_stop_and_weights, output_with_its_cache])
+def conditions_items_and_logs(model: Model, device_map: str) -> list[torch.Tensor]:
+    layers = model.model.layers
+    vector = torch.linspace(-3, 3, model.config.hidden_size)
+    with model.generate(max_new_tokens=6, do_sample=False, device_map=device_map) as generator:
+        with generator.invoke(PROMPT):
+            picked = []
+            for step in generator.steps:
+                norm = layers[0].output[0, -1].norm()
+                with generator.cond(norm > 0.165 + step / 50):
+                    layers[1].output[:, -1] += vector
+                    picked.append(norm.item().save())
+                generator.log("step", step, norm)
+                logits = model.lm_head.output[0, -1]
+                top = logits[:5].tolist().save()
+    taken = [proxy.value for proxy in picked if proxy.has_value]
+    assert 0 < len(taken) < len(picked), "the condition holds at some steps only"
+    return [generator.output, torch.tensor(taken), torch.tensor(top.value)]
+
+
+def persistent_edits(model: Model, device_map: str) -> list[torch.Tensor]:
+    layers = model.model.layers
+    vector = torch.linspace(-3, 3, model.config.hidden_size)
+    with model.edit("steer") as edit:
+        layers[1].output[:, -1] += vector
+        with edit.cond(layers[0].output[0, -1].norm() > 0.18):
+            layers[2].mlp.output[:] = 0
+    try:
+        with model.generate(max_new_tokens=5, do_sample=False, device_map=device_map) as generator:
+            with generator.invoke(PROMPT):
+                read = [layers[1].output[:, -1].save() for _ in generator.steps]
+        with model.trace(PROMPT, device_map=device_map, edits=False):
+            plain = model.lm_head.output.save()
+    finally:
+        model.clear_edits()
+    return [generator.output, *(value.value for value in read), plain.value]
+
+
+def inner_operations(model: Model, device_map: str) -> list[torch.Tensor]:
+    attention = model.model.layers[1].self_attn
+    with model.generate(max_new_tokens=3, do_sample=False, device_map=device_map) as generator:
+        with generator.invoke(PROMPT):
+            saved = []
+            for _ in generator.steps:
+                query, key = attention.ops.apply_rotary_pos_emb.output
+                query[:, :, -1] *= 0.5
+                saved.append(key.save())
+                saved.append(attention.ops.attention_interface.output[0].save())
+    return [generator.output, *(value.value for value in saved)]
+
+
+def beams_and_sequences(model: Model, device_map: str) -> list[torch.Tensor]:
+    vector = torch.linspace(-2, 2, model.config.hidden_size)
+    with model.generate(max_new_tokens=4, num_beams=3, num_return_sequences=2, device_map=device_map) as beams:
+        with beams.invoke(PROMPT):
+            read = []
+            for _ in beams.steps:
+                model.model.layers[1].output[:, -1] += vector
+                read.append(model.model.layers[2].output[:, -1].save())
+        with beams.invoke("Hello world"):
+            pass
+    options = {"max_new_tokens": 4, "do_sample": True, "num_return_sequences": 3, "seed": 3}
+    with model.generate(device_map=device_map, **options) as sampled:
+        with sampled.invoke(PROMPT):
+            logits = model.lm_head.output.save()
+    return [beams.output, *(value.value for value in read), sampled.output, logits.value]
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        gradients,
+        steps,
+        caches_skip_stop_and_weights,
+        output_with_its_cache,
+        conditions_items_and_logs,
+        persistent_edits,
+        inner_operations,
+        beams_and_sequences,
+    ],
+)
 async def test_a_block_through_the_server_equals_the_kernel(jp_fetch, server, llama, llama_dir, block):
     remote = await asyncio.to_thread(block, Model(str(llama_dir)), "server")
     local = block(llama, "cpu")

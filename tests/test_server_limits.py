@@ -190,6 +190,9 @@ def test_saving_over_the_result_limit_is_refused_before_running_whatever_is_decl
         ({"max_new_tokens": 200}, "past the model's 128"),
         ({"seed": -1}, "seed=-1: it must be an integer of at least 0"),
         ({"seed": 2**63}, "it must be below 2**63"),
+        ({"num_beams": 2, "num_return_sequences": 3}, "more than num_beams=2"),
+        ({"num_beams": 9}, "the batch has 9 rows with its beams or sequences, over this server's limit of 8"),
+        ({"num_return_sequences": 2}, "without beams or sampling"),
     ],
 )
 def test_option_values_and_positions_are_checked_before_queueing(served, gpt2_dir, options, problem):
@@ -373,6 +376,32 @@ def _loss_nodes() -> list[Node]:
         ([_hidden(), Node(1, "module.skip", ("", 0, 0, 1.0), {"shapes": [None]})], "trace", "cannot be skipped"),
         ([_hidden(), Node(1, "stop", (1,))], "trace", "stop takes no arguments"),
         ([_hidden(), Node(1, "trainable", ("not a tensor",))], "trace", "trainable takes one tensor"),
+        ([_hidden(), Node(1, "tensor.sum", (Ref(0),), {"condition": Ref(0)})], "trace", "an earlier cond node"),
+        (
+            [Node(0, "module.output", ("transformer.h.0.attn.ops.os_system", 0, 0), {"shapes": [[1]]})],
+            "trace",
+            "has no inner operation `os_system`",
+        ),
+        (
+            [
+                _hidden(),
+                Node(1, "module.skip", ("transformer.h.0.attn.ops.attention_interface", 0, 0, 1.0), {"shapes": [None]}),
+            ],
+            "trace",
+            "cannot be called or skipped",
+        ),
+        ([_hidden(), Node(1, "cond", (Ref(0), Ref(0)))], "trace", "cond takes one predicate"),
+        ([_hidden(), Node(1, "cond", (Ref(0),))], "trace", "a condition must be one value"),
+        (
+            [*_loss_nodes(), Node(2, "cond", (Ref(1),)), Node(3, "backward", (Ref(1), None), {"condition": Ref(2)})],
+            "trace",
+            "backward cannot run under a condition",
+        ),
+        (
+            [_hidden(), Node(1, "tensor.repeat", (Ref(0), 200, 1, 1)), Node(2, "tensor.tolist", (Ref(1),))],
+            "trace",
+            "past the 65,536",
+        ),
     ],
 )
 def test_malformed_gradient_skip_stop_and_weight_graphs_are_refused(served, gpt2_dir, nodes, kind, problem):

@@ -32,8 +32,9 @@ def build_inputs(graph: Graph, device: torch.device) -> tuple[torch.Tensor, torc
     ids: list[list[int]] = []
     mask: list[list[int]] = []
     spans = []
+    copies = graph.row_copies  # Hugging Face repeats each row this many times, side by side, before the first pass
     for invoke in graph.invokes:
-        spans.append(Span(len(ids), len(invoke.rows), len(graph.invokes) == 1))
+        spans.append(Span(len(ids) * copies, len(invoke.rows) * copies, len(graph.invokes) == 1))
         for tokens in invoke.rows:
             padding = length - len(tokens)
             ids.append([pad] * padding + list(tokens))

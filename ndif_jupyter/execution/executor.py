@@ -20,9 +20,10 @@ import torch
 
 from ..errors import ExecutionError, NDIFError, NotInBatch, RunCancelled
 from ..indexing import INDEXING_OPS, embedding_problem, index_problem
-from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref
+from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref, node_condition, operation_kwargs
 from ..ir.nested import SAVEABLE, any_leaf, first_input, map_leaves, value_bytes
 from ..ir.result import ExecutionResult
+from ..loading.inner_ops import instrument, operation_path, split_path
 from ..operations import GETTER_PHASES, GRADIENT_OPS, OPERATIONS, SETTER_PHASES
 from .batching import (
     Span,
@@ -153,6 +154,8 @@ class _Run:
         self.events: dict[EventKey, list[int]] = {}
         self.event_of: dict[int, EventKey] = {}
         self.skipped_paths: set[str] = set()
+        self.unmet: dict[int, int] = {}
+        """The nodes that did not run because a condition was false, each with that condition's `cond` node."""
         self.stop_early = False
         for node in self.nodes:
             phase = GETTER_PHASES.get(node.op) or SETTER_PHASES.get(node.op)
@@ -214,7 +217,7 @@ class _Run:
                 hint="Check the values your block writes into the model (their shapes and dtypes).",
             )
         finally:
-            for handle in handles:
+            for handle in reversed(handles):  # forwards replaced on one module come back in the reverse order
                 handle.remove()
             self.values.clear()
             self.scheduler.clear()
@@ -222,7 +225,11 @@ class _Run:
             # Raised without its traceback or chained errors: their frames would keep the run's tensors alive.
             failure.__cause__ = failure.__context__ = None
             raise failure.with_traceback(None)
-        missing: dict[int, str] = {}
+        missing = {
+            node_id: f"its condition (`{display(self.nodes[cond])}`) was false"
+            for node_id, cond in self.unmet.items()
+            if self.nodes[node_id].saved
+        }
         for index, part in enumerate(self.parts):
             if index in self.failures:
                 continue
@@ -269,9 +276,12 @@ class _Run:
         options = {key: value for key, value in self.graph.options.items() if key != "seed"}
         extra: dict[str, Any] = {}
         if seeded(options, self.parts):
-            extra["logits_processor"] = [SeededSampling(model.generation_config, options, self.parts)]
+            copies = self.graph.row_copies
+            extra["logits_processor"] = [SeededSampling(model.generation_config, options, self.parts, copies)]
             options = {key: value for key, value in options.items() if key not in SAMPLING_OPTIONS}
-            options["do_sample"] = False
+            # The processor leaves one finite score per row, which greedy decoding and sampling both pick; several
+            # sequences per prompt need Hugging Face's sampling path.
+            options["do_sample"] = copies > 1
         if self.contained:
             eos = eos_ids(model.generation_config, options)
             self.part_ends = PartEnds(self.parts, input_ids.shape[1], eos, lambda index: index in self.failures)
@@ -297,9 +307,14 @@ class _Run:
             if node.op == "module.weight":
                 weight = getattr(submodule(self.model, node.args[0]), node.args[1])
                 handles.append(WeightGradient(weight, self._gradient_hook(key)))
-        for path in self.skipped_paths:
+        hooked = {(path, phase) for path, phase, _ in self.events if phase in ("pre", "post")}
+        for owner in {inner[0] for path, _ in hooked if (inner := split_path(path)) is not None}:
+            handles.append(_Undo(instrument(submodule(self.model, owner), self._inner_operation(owner))))
+        for path in self.skipped_paths:  # after the inner operations, so that a skip stands in for their forward
             handles.append(_SkippableForward(submodule(self.model, path), path, self))
-        for path, phase in {(path, phase) for path, phase, _ in self.events if phase in ("pre", "post")}:
+        for path, phase in hooked:
+            if split_path(path) is not None:
+                continue
             module = submodule(self.model, path)
             if phase == "pre":
                 handles.append(module.register_forward_pre_hook(self._pre_hook(path), with_kwargs=True))
@@ -343,6 +358,20 @@ class _Run:
             return state.value if state is not None and state.changed else None
 
         return hook
+
+    def _inner_operation(self, owner: str) -> Callable[..., Any]:
+        """Runs one inner operation of the module at `owner`, firing its input and output events around it."""
+
+        def dispatch(name: str, callee: Any, *args: Any, **kwargs: Any) -> Any:
+            path = operation_path(owner, name)
+            state = self._fire((path, "pre", self.step), (args, kwargs))
+            if state is not None and state.changed:
+                args, kwargs = state.value
+            output = callee(*args, **kwargs)
+            state = self._fire((path, "post", self.step), output)
+            return state.value if state is not None and state.changed else output
+
+        return dispatch
 
     def _fire(self, key: EventKey, value: Any) -> _EventState | None:
         if self.suspended or key in self.fired or key not in self.events:
@@ -416,13 +445,21 @@ class _Run:
     def _run_node(self, node_id: int) -> None:
         node = self.nodes[node_id]
         self.guard.check()
+        unmet = self._unmet_condition(node)
         try:
-            if node.op in GRADIENT_OPS:
+            if unmet is not None:
+                self.unmet[node_id] = unmet
+                value = None
+            elif node.op in GRADIENT_OPS:
                 value = self._gradient_node(node)
             elif node.op == "module.weight":
                 value = getattr(submodule(self.model, node.args[0]), node.args[1]).detach()
             elif node.op == "stop":
                 value = None
+            elif node.op == "cond":
+                value = _holds(self._resolve(self.constants[node.id][0][0]), node)
+            elif node.op == "log":
+                value = self._resolve(self.constants[node.id][0])
             elif node.id in self.event_of:
                 value = self._module_event(node)
             elif node.op == "module.call":
@@ -445,9 +482,21 @@ class _Run:
             if event is None or event == active_key:
                 self.scheduler.push(reader)
 
+    def _unmet_condition(self, node: Node) -> int | None:
+        """The `cond` node that keeps `node` from running (its condition is false, or it reads a value that was not
+        computed for that reason), or None when it runs."""
+        condition = node_condition(node)
+        if condition is not None and self.values.get(condition) is False:
+            return condition
+        if self.unmet:
+            for read in self.scheduler.reads[node.id]:
+                if read in self.unmet:
+                    return self.unmet[read]
+        return None
+
     def _operation(self, node: Node) -> Any:
         args, kwargs = self.constants[node.id]
-        args, kwargs = self._resolve(args), self._resolve(kwargs)
+        args, kwargs = self._resolve(args), self._resolve(operation_kwargs(kwargs))
         if node.op in INDEXING_OPS:
             problem = index_problem(node.op, args, kwargs)
             if problem:
@@ -458,7 +507,7 @@ class _Run:
         value = self.values.pop(node_id, None)
         size = value_bytes(value)
         self.held -= size
-        if self.nodes[node_id].saved:
+        if self.nodes[node_id].saved and node_id not in self.unmet:
             self.saved[node_id] = saved_copy(value)
             self.held += size
 
@@ -602,6 +651,13 @@ class _EveryNodeRan(Exception):
     """A trace with `tracer.stop()` has run every node: the rest of the forward pass is not needed."""
 
 
+class _Undo:
+    """A change to the model that the run takes back when it ends, as torch's hook handles are."""
+
+    def __init__(self, undo: Callable[[], None]):
+        self.remove = undo
+
+
 class _SkippableForward:
     """A module whose forward gives the value of a `module.skip` node instead of running, at the steps it is
     skipped; removed (the module's own forward back) when the run ends."""
@@ -622,6 +678,17 @@ class _SkippableForward:
             del self.module.forward
         else:
             self.module.forward = self.own
+
+
+def _holds(predicate: Any, node: Node) -> bool:
+    """Whether a `cond` node's predicate holds: a one-element tensor or a Python value, as `bool()` reads it."""
+    if isinstance(predicate, torch.Tensor) and predicate.numel() != 1:
+        raise ExecutionError(
+            f"`{display(node)}`: a condition must be one value, and this one has shape {list(predicate.shape)}.",
+            node.source,
+            "Reduce it to one value, for example with `.any()` or `.all()`.",
+        )
+    return bool(predicate)
 
 
 def _with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, dict]:

@@ -30,8 +30,10 @@ class SeededSampling(LogitsProcessor):
     A part's draws so depend only on its own rows' scores: alone or beside other jobs, it samples the same tokens.
     """
 
-    def __init__(self, generation_config: Any, options: dict[str, Any], parts: Sequence[Part]):
+    def __init__(self, generation_config: Any, options: dict[str, Any], parts: Sequence[Part], copies: int = 1):
         config = copy.deepcopy(generation_config)
+        self.copies = copies
+        """How many rows each prompt fills (its sampled sequences)."""
         config.update(**{key: value for key, value in options.items() if key in SAMPLING_OPTIONS})
         self.warpers = _warpers(config)
         self.parts = list(parts)
@@ -43,7 +45,7 @@ class SeededSampling(LogitsProcessor):
         probabilities = torch.softmax(scores.float(), dim=-1)
         chosen = torch.empty(scores.shape[0], 1, dtype=torch.long, device=scores.device)
         for index, part in enumerate(self.parts):
-            rows = slice(part.first_row, part.first_row + part.rows)
+            rows = slice(part.first_row * self.copies, (part.first_row + part.rows) * self.copies)
             generator = self._generator(index, part, scores.device)
             chosen[rows] = torch.multinomial(probabilities[rows], 1, generator=generator)
         picked = torch.full_like(scores, -float("inf"))

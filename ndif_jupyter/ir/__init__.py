@@ -3,11 +3,25 @@
 Tracing produces it, execution runs it, the protocol encodes it. It imports nothing else of this package.
 """
 
-from .graph import CONSTANT_TYPES, METADATA_KWARGS, Graph, GraphKind, Invoke, Node, Ref, iter_refs, node_refs
+from .graph import (
+    CONDITION,
+    CONSTANT_TYPES,
+    METADATA_KWARGS,
+    Graph,
+    GraphKind,
+    Invoke,
+    Node,
+    Ref,
+    iter_refs,
+    node_condition,
+    node_refs,
+    operation_kwargs,
+)
 from .result import ExecutionResult
 from .source import Source
 
 __all__ = [
+    "CONDITION",
     "CONSTANT_TYPES",
     "METADATA_KWARGS",
     "ExecutionResult",
@@ -18,5 +32,7 @@ __all__ = [
     "Ref",
     "Source",
     "iter_refs",
+    "node_condition",
     "node_refs",
+    "operation_kwargs",
 ]

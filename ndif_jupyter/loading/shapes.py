@@ -26,6 +26,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from ..ir.nested import leaves, map_leaves
+from .inner_ops import instrument, operation_path
 from .layer_stack import LayerStack, expand
 from .records import ModuleRecord, StepRecord
 
@@ -176,9 +177,25 @@ class ShapeOracle:
 
             return hook
 
+        def inner(owner: str):
+            def dispatch(name: str, callee: Any, *args: Any, **kwargs: Any) -> Any:
+                path = operation_path(owner, name)
+                if path in records:
+                    return callee(*args, **kwargs)
+                record = records[path] = ModuleRecord(counter[0], args=args, kwargs=dict(kwargs))
+                counter[0] += 1
+                record.output = callee(*args, **kwargs)
+                record.post_event = counter[0]
+                counter[0] += 1
+                return record.output
+
+            return dispatch
+
+        undo = []
         for path, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(before(path), with_kwargs=True))
             handles.append(module.register_forward_hook(after(path), with_kwargs=True))
+            undo.append(instrument(module, inner(path)))
         try:
             with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True):
                 kwargs: dict[str, Any] = {
@@ -202,6 +219,8 @@ class ShapeOracle:
         finally:
             for handle in handles:
                 handle.remove()
+            for restore in undo:
+                restore()
         return StepRecord(
             {
                 path: ModuleRecord(r.pre_event, r.post_event, to_meta(r.args), to_meta(r.kwargs), to_meta(r.output))

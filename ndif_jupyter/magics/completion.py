@@ -9,6 +9,7 @@ from typing import Any
 from IPython.core.completer import CompletionContext, SimpleCompletion, context_matcher
 from IPython.core.error import UsageError
 
+from ..loading.inner_ops import OPS, inner_operations
 from ..model import Model
 from .arguments import CELL_COMMANDS, parse_line
 from .models import ModelChoice
@@ -67,11 +68,14 @@ def _header(context: CompletionContext) -> str | None:
 
 
 def _names_after(model: Model, steps: str) -> list[str]:
-    """The names that may follow `model<steps>.`: child modules, the module events and `skip`, weights, and at the
-    root the Model's API."""
+    """The names that may follow `model<steps>.`: child modules, the module events and `skip`, weights, `ops` (then
+    the module's inner operations, then their events), and at the root the Model's API."""
     module = model.loaded.meta_model
-    for match in _STEP.finditer(steps):
+    matches = list(_STEP.finditer(steps))
+    for position_in_steps, match in enumerate(matches):
         name, index = match.groups()
+        if name == OPS and OPS not in dict(module.named_children()):
+            return _names_after_operations(module, [m.group(1) for m in matches[position_in_steps + 1 :]])
         named = dict(module.named_children())
         if name is not None:
             if name in _EVENTS or name not in named:
@@ -85,9 +89,21 @@ def _names_after(model: Model, steps: str) -> list[str]:
             module = children[position]
     weights = [name for name, _ in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]]
     names = [name for name, _ in module.named_children() if not name.isdigit()] + list(_EVENTS) + weights
+    if inner_operations(module):
+        names.append(OPS)
     if not steps:
         names += [name for name in dir(model) if not name.startswith("_") and name not in names]
     return names
+
+
+def _names_after_operations(module: Any, rest: list[str | None]) -> list[str]:
+    """After `module.ops.`: the inner operations of `module`; after `module.ops.<operation>.`, its events."""
+    names = [operation.name for operation in inner_operations(module)]
+    if not rest:
+        return names
+    if len(rest) == 1 and rest[0] in names:
+        return [event for event in _EVENTS if event != "skip"]
+    return []
 
 
 def _completions(token: str, partial: str, names: list[str], kind: str) -> dict[str, Any]:

@@ -18,11 +18,12 @@ import torch
 from ..errors import ProtocolError, first_line
 from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.gradients import GRADIENT_READERS, gradient_target
-from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref, node_refs
+from ..ir.graph import Graph, Node, Ref, node_refs, operation_kwargs, sequences_per_prompt
 from ..ir.nested import first_input, iter_leaves, leaves, map_leaves, value_bytes
+from ..loading.inner_ops import split_path
 from ..loading.loaded import LoadedModel
 from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE, StepRecord, to_meta
-from ..operations import GETTER_PHASES, OPERATIONS, SETTER_PHASES
+from ..operations import GETTER_PHASES, SETTER_PHASES, meta_operation
 from .limits import Limits, cut
 from .validation import where
 
@@ -71,7 +72,8 @@ class _Estimate:
         for node in graph.nodes:
             self.metas[node.id] = self._meta(node)
         saved = sum(value_bytes(self.metas[node.id]) for node in graph.nodes if node.saved)
-        output_ids = rows * (length + self.steps) * 8 if graph.kind == "generate" else 0
+        sequences = rows * sequences_per_prompt(graph.kind, graph.options)
+        output_ids = sequences * (length + self.steps) * 8 if graph.kind == "generate" else 0
         if saved + output_ids > self.limits.max_result_bytes:
             raise ProtocolError(
                 f"the saved values would be {_size(saved + output_ids)}, over this server's limit of "
@@ -114,6 +116,13 @@ class _Estimate:
             return torch.empty_like(weight, device="meta")
         if node.op == "trainable":
             return _fresh_meta(args[0])
+        if node.op == "cond":
+            predicate = args[0] if len(args) == 1 else None
+            if isinstance(predicate, torch.Tensor) and predicate.numel() != 1:
+                raise ProtocolError(f"{where(node)}: a condition must be one value, not shape {list(predicate.shape)}")
+            return None
+        if node.op == "log":
+            return args
         if node.op in ("grad", "set_grad"):
             return self._gradient(node, args)
         if node.op == "module.call":
@@ -133,9 +142,9 @@ class _Estimate:
         millisecond (operations that change their operand in place always run)."""
         key = _signature(op, args, kwargs)
         if key is None:
-            return OPERATIONS[op](*args, **kwargs)
+            return meta_operation(op)(*args, **kwargs)
         if key not in self.seen:
-            self.seen[key] = OPERATIONS[op](*args, **kwargs)
+            self.seen[key] = meta_operation(op)(*args, **kwargs)
         return map_leaves(_fresh_meta, self.seen[key])
 
     def _operands(self, node: Node, constants_as_meta: bool = True) -> tuple[tuple, dict]:
@@ -155,15 +164,15 @@ class _Estimate:
                 return torch.device("meta")
             return leaf
 
-        kwargs = {key: value for key, value in node.kwargs.items() if key not in METADATA_KWARGS}
-        return map_leaves(meta, node.args), map_leaves(meta, kwargs)
+        return map_leaves(meta, node.args), map_leaves(meta, operation_kwargs(node.kwargs))
 
     def _record(self, invoke: int, step: int) -> StepRecord:
         key = (invoke, min(step, 1))
         if key not in self.records:
             rows = self.graph.invokes[invoke].rows
             length = self.graph.invokes[invoke].length
-            self.records[key] = self.loaded.shapes.step(len(rows), length, key[1], self.forward_options)
+            rows_in_pass = len(rows) * self.graph.row_copies
+            self.records[key] = self.loaded.shapes.step(rows_in_pass, length, key[1], self.forward_options)
         return self.records[key]
 
     def _module_value(self, node: Node) -> Any:
@@ -261,7 +270,7 @@ class _Estimate:
             modules = self._record(invoke, 0).modules
             parents = {path.rsplit(".", 1)[0] if "." in path else "" for path in modules if path}
             for path, record in modules.items():
-                if path not in parents and record.post_event >= earliest:
+                if path not in parents and record.post_event >= earliest and split_path(path) is None:
                     kept += value_bytes((record.args, record.kwargs, record.output))
         return kept
 

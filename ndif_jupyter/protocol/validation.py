@@ -10,8 +10,9 @@ import torch
 
 from ..errors import ProtocolError
 from ..ir.gradients import GRADIENT_READERS, gradient_target
-from ..ir.graph import Graph, Node, Ref, iter_refs
-from ..operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS
+from ..ir.graph import CONDITION, Graph, Node, Ref, iter_refs, node_condition, several_sequences_problem
+from ..loading.inner_ops import inner_operations, split_path
+from ..operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS, UNCONDITIONAL
 from .limits import MAX_DIMENSIONS, Limits, cut, quote
 
 TRACE_OPTIONS = frozenset({"output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"})
@@ -144,11 +145,16 @@ def _check_options(graph: Graph, limits: Limits, vocabulary: int) -> int:
         problem = _option_problem(key, value, vocabulary)
         if problem:
             raise ProtocolError(f"the option {key}={quote(value, 80)}: {problem}")
-    for key in ("num_beams", "num_return_sequences"):
-        if graph.options.get(key) not in (None, 1):
-            raise ProtocolError(f"{key} must be 1: it changes the batch during generation")
     if graph.kind != "generate":
         return 1
+    several = several_sequences_problem(graph.options)
+    if several is not None:
+        raise ProtocolError(several[0].rstrip("."))
+    if graph.forward_rows > limits.max_batch_size:
+        raise ProtocolError(
+            f"the batch has {graph.forward_rows} rows with its beams or sequences, over this server's limit of "
+            f"{limits.max_batch_size}"
+        )
     steps = graph.options.get("max_new_tokens")
     if not _is_int(steps) or steps < 1:
         raise ProtocolError("a generate request needs max_new_tokens, a positive integer")
@@ -234,6 +240,9 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
             raise ProtocolError(f"{at}: it reads node {ref.id}, which is not an earlier node")
     if node.op == "stop" and (node.args or graph.kind != "trace"):
         raise ProtocolError(f"{at}: stop takes no arguments and ends a trace's forward pass")
+    if node.op == "cond" and len(node.args) != 1:
+        raise ProtocolError(f"{at}: cond takes one predicate")
+    _check_condition(node, graph)
     if node.op == "module.weight":
         _check_weight(node, meta_model)
     if node.op not in MODULE_EVENTS:
@@ -242,6 +251,8 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
     if not isinstance(path, str):
         raise ProtocolError(f"{at}: a module event's first argument is the module's path")
     _module_at(at, path, meta_model)
+    if node.op in ("module.call", "module.skip") and split_path(path) is not None:
+        raise ProtocolError(f"{at}: an inner operation cannot be called or skipped, only read and set")
     if node.op == "module.call":
         if len(node.args) != 3 or not isinstance(node.args[1], tuple) or not isinstance(node.args[2], dict):
             raise ProtocolError(f"{at}: module.call takes (path, args, kwargs)")
@@ -262,12 +273,28 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
         raise ProtocolError(f"{at}: the whole model cannot be skipped")
 
 
+def _check_condition(node: Node, graph: Graph) -> None:
+    if CONDITION not in node.kwargs:
+        return
+    at = where(node)
+    condition = node_condition(node)
+    if condition is None or not 0 <= condition < node.id or graph.nodes[condition].op != "cond":
+        raise ProtocolError(f"{at}: its condition must refer to an earlier cond node")
+    if node.op in UNCONDITIONAL:
+        raise ProtocolError(f"{at}: {node.op} cannot run under a condition")
+
+
 def _module_at(at: str, path: str, meta_model: torch.nn.Module) -> torch.nn.Module:
-    """The module at `path`, or a ProtocolError at `at` saying the model has none."""
+    """The module at `path` (the owner, for an inner operation's path), or a ProtocolError at `at` saying the model
+    has none."""
+    inner = split_path(path)
     try:
-        return meta_model.get_submodule(path)
+        module = meta_model.get_submodule(inner[0] if inner is not None else path)
     except AttributeError:
         raise ProtocolError(f"{at}: the model has no module `{cut(path)}`") from None
+    if inner is not None and inner[1] not in {operation.name for operation in inner_operations(module)}:
+        raise ProtocolError(f"{at}: `{cut(inner[0])}` has no inner operation `{cut(inner[1])}`")
+    return module
 
 
 def _check_weight(node: Node, meta_model: torch.nn.Module) -> None:

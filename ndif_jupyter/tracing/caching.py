@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import TraceError
 from ..ir.nested import SAVEABLE, leaves
+from ..loading.inner_ops import split_path
 from .envoy import Envoy
 from .proxy import Proxy
 from .source import user_source
@@ -55,7 +56,7 @@ def record_cache(
     if names not in ("paths", "transformer_lens"):
         raise TraceError(f"`names` is 'paths' or 'transformer_lens', not {names!r}.", source)
     record = tracer.step_record(invoker)
-    called = [path for path, module in record.modules.items() if module.post_event >= 0]
+    called = [path for path, module in record.modules.items() if module.post_event >= 0 and split_path(path) is None]
     if modules is None:
         chosen = called
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TraceError
+from ..ir.graph import several_sequences_problem
 from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE
 from .invoker import Invoker
 from .source import user_source
@@ -23,19 +24,15 @@ class GenerateContext(Tracer):
 
     kind = "generate"
 
-    def __init__(self, traced: TracedModel, model: Any, runner: GraphRunner, device_map: Any, options: dict[str, Any]):
+    def _prepared(self, options: dict[str, Any]) -> dict[str, Any]:
+        __tracebackhide__ = True
         options = dict(options)
         if options.get("max_new_tokens") is None:
-            options["max_new_tokens"] = traced.loaded.default_max_new_tokens()
-        for key in ("num_beams", "num_return_sequences"):
-            if options.get(key) not in (None, 1):
-                raise TraceError(
-                    f"{key}={options[key]} changes the batch during generation, so interventions cannot follow "
-                    "their prompts.",
-                    user_source(),
-                    f"Leave {key} at 1; to get several samples of a prompt, give it several times.",
-                )
-        super().__init__(traced, model, runner, device_map, options)
+            options["max_new_tokens"] = self.traced.loaded.default_max_new_tokens()
+        problem = several_sequences_problem(options)
+        if problem is not None:
+            raise TraceError(problem[0], user_source(), problem[1])
+        return options
 
     def forward_options(self) -> dict[str, Any]:
         options = {key: self.options[key] for key in FORWARD_OPTIONS_FOR_GENERATE if key in self.options}
@@ -61,8 +58,9 @@ class TraceContext(Tracer):
         prompt: Any,
         device_map: Any,
         options: dict[str, Any],
+        use_edits: bool = True,
     ):
-        super().__init__(traced, model, runner, device_map, options)
+        super().__init__(traced, model, runner, device_map, options, use_edits)
         self._prompt = prompt
         self._implicit: Invoker | None = None
 

@@ -60,7 +60,7 @@ def to_graph(value: Any, tracer: Recording, source: Source | None) -> Any:
                     "Save it with `.save()` in its own block and use it after that block ends.",
                 ) from None
         if isinstance(leaf, torch.Tensor):
-            return leaf.detach().clone()
+            return leaf if id(leaf) in tracer.kept_constants else leaf.detach().clone()
         if isinstance(leaf, CONSTANT_TYPES):
             return leaf
         raise TraceError(

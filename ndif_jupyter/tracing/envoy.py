@@ -8,15 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .inner import InnerOperations
+from .module_values import EVENTS, ModuleValues
+
 if TYPE_CHECKING:
     from .traced_model import TracedModel
 
 _OWN = ("_traced", "_path", "_module", "_children")
-_EVENTS = ("output", "input", "inputs")
-_PUBLIC = (*_EVENTS, "skip", "path", "module_paths")
+_PUBLIC = (*EVENTS, "skip", "path", "module_paths", "ops")
 
 
-class Envoy:
+class Envoy(ModuleValues):
     """One module of the tree, addressed by its dotted path. Needs no weights: it wraps the meta-device module."""
 
     __slots__ = _OWN
@@ -27,39 +29,11 @@ class Envoy:
         object.__setattr__(self, "_module", module)
         object.__setattr__(self, "_children", {})
 
-    # ----- where the user reads and writes activations -----
     @property
-    def output(self):
-        """This module's output at the current invoke and generation step."""
-        __tracebackhide__ = True
-        return self._open_tracer(".output").module_get(self._path, "output")
-
-    @output.setter
-    def output(self, value: Any) -> None:
-        __tracebackhide__ = True
-        self._open_tracer(".output").module_set(self._path, "output", value)
-
-    @property
-    def input(self):
-        """This module's first input (the first positional argument, else the first keyword argument)."""
-        __tracebackhide__ = True
-        return self._open_tracer(".input").module_get(self._path, "input")
-
-    @input.setter
-    def input(self, value: Any) -> None:
-        __tracebackhide__ = True
-        self._open_tracer(".input").module_set(self._path, "input", value)
-
-    @property
-    def inputs(self):
-        """This module's inputs as `(args, kwargs)`."""
-        __tracebackhide__ = True
-        return self._open_tracer(".inputs").module_get(self._path, "inputs")
-
-    @inputs.setter
-    def inputs(self, value: Any) -> None:
-        __tracebackhide__ = True
-        self._open_tracer(".inputs").module_set(self._path, "inputs", value)
+    def ops(self) -> InnerOperations:
+        """The functions this module's forward calls by name (`self_attn.ops.apply_rotary_pos_emb`), whose inputs
+        and outputs are read and set as a module's are; `print(module.ops)` lists them."""
+        return InnerOperations(self._traced, self._path, self._module)
 
     def skip(self, value: Any) -> None:
         """This module does not run (at the current invoke and step): its output is `value`, of the output's shape
@@ -71,14 +45,6 @@ class Envoy:
         """Call this module on traced values (for example the logit lens: `model.lm_head(model.model.norm(h))`)."""
         __tracebackhide__ = True
         return self._open_tracer("(...)").module_call(self._path, args, kwargs)
-
-    def _open_tracer(self, what: str):
-        """The model's open block; outside one, the error names `what` was used (`model.x.output`)."""
-        __tracebackhide__ = True
-        tracer = self._traced.open_block
-        if tracer is None:
-            return self._traced.require_open(f"{self._display()}{what}")
-        return tracer
 
     # ----- walking the tree -----
     def __getattr__(self, name: str) -> Any:
@@ -95,15 +61,6 @@ class Envoy:
         except AttributeError:
             pass
         raise AttributeError(self._unknown_name_message(name))
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        __tracebackhide__ = True
-        if name in _EVENTS:
-            object.__setattr__(self, name, value)
-            return
-        raise AttributeError(
-            f"`{self._display()}.{name} = ...` cannot be recorded: only `.output`, `.input` and `.inputs` can be set."
-        )
 
     def _child(self, name: str) -> Envoy | None:
         """The Envoy of a child module, made once per name (None when there is no such child)."""
@@ -154,9 +111,6 @@ class Envoy:
         """The dotted path of this module in the model (`transformer.h.11`)."""
         return self._path
 
-    def _display(self) -> str:
-        return display_path(self._path)
-
     def module_paths(self) -> list[str]:
         """The dotted path of this module and of every module inside it, in the order of the tree."""
         return [_join(self._path, name) for name, _ in self._module.named_modules()]
@@ -173,11 +127,3 @@ class Envoy:
 
 def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
-
-
-def display_path(path: str) -> str:
-    """`model.transformer.h[11]` for the dotted path `transformer.h.11`."""
-    text = "model"
-    for part in path.split(".") if path else []:
-        text += f"[{part}]" if part.isdigit() else f".{part}"
-    return text

@@ -21,6 +21,16 @@ class Invoker:
         self.pads = [self.length - len(row) for row in rows]
         self.step = 0
 
+    @property
+    def forward_rows(self) -> int:
+        """The rows this invoke fills in the forward passes: each prompt's beams or sampled sequences."""
+        return len(self.rows) * self.tracer.row_copies
+
+    @property
+    def forward_pads(self) -> list[int]:
+        """The left padding of each of those rows."""
+        return [pad for pad in self.pads for _ in range(self.tracer.row_copies)]
+
     def next(self, count: int = 1) -> None:
         """Apply the interventions that follow to the next generated token (one more forward pass)."""
         __tracebackhide__ = True
@@ -38,6 +48,7 @@ class Invoker:
     def output(self) -> torch.Tensor:
         """This invoke's rows of the generated ids, without the padding other invokes added."""
         ids = self.tracer.output
-        start = sum(len(invoker.rows) for invoker in self.tracer.invokes[: self.index])
+        sequences = self.tracer.sequences_per_prompt
+        start = sum(len(invoker.rows) for invoker in self.tracer.invokes[: self.index]) * sequences
         width = ids.shape[1] - (self.tracer.batch_length - self.length)
-        return ids[start : start + len(self.rows), -width:]
+        return ids[start : start + len(self.rows) * sequences, -width:]

@@ -23,6 +23,34 @@ def op_text(op: str) -> str:
     return _OP_SYMBOLS.get(op, op.replace("tensor.", "."))
 
 
+_UNCONDITIONAL_TEXT = {
+    "backward": "A backward pass",
+    "grad": "Reading `.grad`",
+    "set_grad": "Setting `.grad`",
+    "trainable": "`tracer.trainable(...)`",
+    "module.skip": "Skipping a module",
+    "stop": "`tracer.stop()`",
+}
+
+
+def unconditional_text(op: str) -> str:
+    """Why `op` cannot be recorded under `tracer.cond(...)`."""
+    what = _UNCONDITIONAL_TEXT.get(op, f"`{op}`")
+    return f"{what} cannot depend on a condition: it changes how the whole run goes, not one value."
+
+
+def none_saved_text(path: str | None) -> str:
+    """What saving a value that is always None says, with the likely reason for attention weights."""
+    text = "This value is None when the model runs, so `.save()` keeps None."
+    if path is not None and "attn" in path:
+        text += (
+            " Attention weights are not computed with sdpa attention (the default): load the model with "
+            '`attn_implementation="eager"`, or compute them from the queries and keys of '
+            "`.self_attn.ops.attention_interface.inputs`."
+        )
+    return text
+
+
 def operand_text(args: tuple) -> str:
     """The operands of a failing operation, briefly: shapes and dtypes of tensors, the start of other values."""
     texts = []

@@ -14,8 +14,8 @@ from ..ir.nested import describe, leaf_shapes, leaves, zip_map_leaves
 from ..ir.source import Source
 from ..loading.shapes import ModuleRecord, StepRecord, to_meta
 from .conversion import check_assignable, event_value, fresh, invoker_of, meta_of, ready_of, to_graph
-from .envoy import display_path
 from .invoker import Invoker
+from .module_values import display_path
 from .proxy import Proxy
 from .recording import Recording
 from .source import user_source
@@ -129,6 +129,15 @@ class ModuleAccess(Recording):
         invoker = self.require_invoke(source)
         record = self._module_record(invoker, path, source)
         event = record.pre_event if kind != "output" else record.post_event
+        if self.condition_ready() > (invoker.step, event):
+            latest = max(self.conditions, key=lambda condition: condition.ready_at)
+            raise TraceError(
+                f"`{display_path(path)}.{kind}` is used before the condition around it is known: the model computes "
+                f"the condition (line {latest.source.lineno if latest.source else '?'}) only after "
+                f"{display_path(path)} runs.",
+                source,
+                "Under a condition, use module values that come at or after the values the condition reads.",
+            )
         place = (invoker.index, invoker.step)
         skipped = [other for other in self._skipped.get(place, ()) if _within(path, other)]
         if skipped:
@@ -142,7 +151,7 @@ class ModuleAccess(Recording):
 
     def step_record(self, invoker: Invoker, step: int | None = None) -> StepRecord:
         """What every module sees for `invoker` at `step` (its current step by default), kept for the block."""
-        key = (len(invoker.rows), invoker.length, invoker.step if step is None else step)
+        key = (invoker.forward_rows, invoker.length, invoker.step if step is None else step)
         record = self._step_records.get(key)
         if record is None:
             record = self._step_records[key] = self.traced.shapes.step(*key, self.forward_options())

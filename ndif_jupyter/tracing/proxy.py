@@ -159,7 +159,8 @@ class Proxy:
             "A traced value has no truth value while the block is being recorded: `if`, `and`, `or` and `while` "
             "on it cannot be recorded.",
             self.tracer.node_source(self.node_id),
-            "Use tensor operations instead, for example `torch.where(condition, a, b)`.",
+            "To run interventions only when it holds, use `with tracer.cond(value):`; to choose between values, "
+            "`torch.where(condition, a, b)`.",
         )
 
     def __index__(self) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..ir.graph import GraphKind, Node, Ref
-from .envoy import display_path
+from .module_values import display_path
 
 _GETTERS = {"module.output": "output", "module.input": "input", "module.inputs": "inputs"}
 

@@ -12,18 +12,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import TraceError, first_line
-from ..ir.graph import GraphKind, Node
+from ..ir.graph import CONDITION, GraphKind, Node, Ref
 from ..ir.nested import SAVEABLE, leaves, map_leaves
 from ..ir.result import ExecutionResult
 from ..ir.source import Source
-from ..operations import OPERATIONS
-from .conversion import invoker_of, meta_of, ready_of, to_graph
-from .messages import op_text, operand_text, unsupported_attribute_text, value_not_ready_text
+from ..operations import OPERATIONS, UNCONDITIONAL, meta_operation
+from .conversion import NOT_READY, invoker_of, meta_of, ready_of, to_graph
+from .messages import (
+    none_saved_text,
+    op_text,
+    operand_text,
+    unconditional_text,
+    unsupported_attribute_text,
+    value_not_ready_text,
+)
 from .proxy import Proxy
 from .source import user_source
 from .tokens import token_key
 
 if TYPE_CHECKING:
+    from .control import Condition
     from .invoker import Invoker
     from .traced_model import TracedModel
 
@@ -48,6 +56,12 @@ class Recording:
     state: BlockState
     failure: str | None
     result: ExecutionResult | None
+    conditions: list[Condition]
+    """The `tracer.cond(...)` blocks open now, innermost last: what is recorded runs only when they all hold."""
+    logs: list[int]
+    """The `tracer.log(...)` nodes, printed in this order after the run."""
+    kept_constants: set[int]
+    """Ids of tensors that go into the graph as they are, not copied: a persistent edit's, which nothing changes."""
     _saved: list[Proxy]
 
     def require_invoke(self, source: Source | None) -> Invoker:
@@ -82,7 +96,7 @@ class Recording:
         source = user_source()
         self._check_recording(source)
         try:
-            meta = OPERATIONS[op](*meta_of(args, self), **meta_of(kwargs, self))
+            meta = meta_operation(op)(*meta_of(args, self), **meta_of(kwargs, self))
         except TraceError:
             raise
         except Exception as error:
@@ -93,7 +107,21 @@ class Recording:
             ) from None
         node = self._add(op, to_graph(tuple(args), self, source), to_graph(dict(kwargs), self, source), source)
         operands = (args, kwargs)
-        return Proxy(self, node.id, meta, ready_of(operands, self), invoker_of(operands, self))
+        ready = max(ready_of(operands, self), self.condition_ready())
+        return Proxy(self, node.id, meta, ready, invoker_of(operands, self))
+
+    def condition_ready(self) -> tuple[int, int]:
+        """The (step, event) after which every open condition is known, (-1, -1) with none open."""
+        return max((condition.ready_at for condition in self.conditions), default=NOT_READY)
+
+    def add_control(self, op: str, args: tuple, source: Source | None) -> int:
+        """Record a `cond` or `log` node on graph arguments; its id."""
+        return self._add(op, args, {}, source).id
+
+    def require_recording(self, source: Source | None) -> None:
+        """A TraceError at `source` unless the block is still recording."""
+        __tracebackhide__ = True
+        self._check_recording(source)
 
     def token(self, proxy: Proxy, index: int) -> Proxy:
         """`proxy.t(index)`: token `index` of its invoke's own prompt."""
@@ -120,6 +148,13 @@ class Recording:
                 source,
                 "Index into it to the tensor you want, for example `.output[0]`.",
             )
+        if proxy.meta is None:
+            warnings.warn_explicit(
+                none_saved_text(self._module_of(proxy.node_id)),
+                UserWarning,
+                source.filename if source else "<block>",
+                source.lineno if source else 0,
+            )
         if dropped:
             warnings.warn_explicit(
                 f"This value holds {', '.join(dropped)} (a key-value cache or the like), which cannot be saved: its "
@@ -132,6 +167,13 @@ class Recording:
         if not node.saved:
             node.saved = True
             self._saved.append(proxy)
+
+    def _module_of(self, node_id: int) -> str | None:
+        """The path of the module value that node `node_id` indexes into (through `getitem`s), if any."""
+        node = self.nodes[node_id]
+        while node.op == "getitem" and node.args and isinstance(node.args[0], Ref):
+            node = self.nodes[node.args[0].id]
+        return node.args[0] if node.op.startswith("module.") and node.args else None
 
     def forward_options(self) -> dict[str, Any]:
         """The options of the model's forward passes, as shape checks run them."""
@@ -147,6 +189,13 @@ class Recording:
             )
 
     def _add(self, op: str, args: tuple, kwargs: dict, source: Source | None) -> Node:
+        __tracebackhide__ = True
+        if self.conditions:
+            if op in UNCONDITIONAL:
+                raise TraceError(
+                    unconditional_text(op), source, "Move it out of the `with tracer.cond(...)` block, before it."
+                )
+            kwargs = {**kwargs, CONDITION: Ref(self.conditions[-1].node_id)}
         node = Node(len(self.nodes), op, args, kwargs, source)
         self.nodes.append(node)
         return node

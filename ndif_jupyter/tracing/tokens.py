@@ -27,7 +27,7 @@ def token_key(meta: Any, invoker: Invoker | None, step: int, cached: bool, index
     sequence = 1 if cached else invoker.length + step
     if meta.ndim >= 2 and meta.shape[1] == sequence:
         prefix: tuple = (slice(None),)
-        pads = [0] * len(invoker.rows) if cached else invoker.pads
+        pads = [0] * invoker.forward_rows if cached else invoker.forward_pads
     elif meta.shape[0] == sequence:
         prefix = ()
         pads = [0] if cached else sorted(set(invoker.pads))

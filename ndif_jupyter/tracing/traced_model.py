@@ -11,6 +11,7 @@ from .envoy import Envoy
 from .source import user_source
 
 if TYPE_CHECKING:
+    from .replay import EditSet
     from .tracer import Tracer
 
 
@@ -22,7 +23,24 @@ class TracedModel:
         self.shapes = loaded.shapes
         self.root = Envoy(self, "", loaded.meta_model)
         self.open_block: Tracer | None = None
+        self.edits: dict[str, EditSet] = {}
+        """The persistent edit sets by name, applied by every block opened with edits, in this order."""
         self._lock = threading.Lock()
+
+    def set_edit(self, edit: EditSet) -> None:
+        """Keep `edit`, in place of an earlier set of its name."""
+        self.edits.pop(edit.name, None)
+        self.edits[edit.name] = edit
+
+    def clear_edits(self, name: str | None = None) -> None:
+        """Forget the edit set `name`, or every set; a KeyError naming the sets there are for an unknown name."""
+        if name is None:
+            self.edits.clear()
+        elif name in self.edits:
+            del self.edits[name]
+        else:
+            known = ", ".join(f'"{known}"' for known in self.edits) or "none"
+            raise KeyError(f'This model has no edit set "{name}" (it has {known}).')
 
     def module(self, path: str) -> Envoy:
         """The Envoy of the module at dotted `path` ("" is the whole model)."""

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ..errors import ExecutionError, TraceError
-from ..ir.graph import Graph, Invoke, Node
+from ..ir.graph import Graph, Invoke, Node, rows_per_prompt, sequences_per_prompt
 from ..ir.nested import leaves
 from ..ir.result import ExecutionResult
 from ..loading.shapes import StepRecord
 from .caching import ModuleCache, record_cache
+from .control import Condition, record_log
 from .conversion import (
     plain_options,
 )
@@ -26,6 +27,7 @@ from .invoker import Invoker
 from .proxy import Proxy
 from .record import InvokeTokens, RunRecord
 from .recording import BlockState
+from .replay import replay_edits
 from .source import user_source
 from .steps import Steps
 
@@ -43,13 +45,21 @@ class Tracer(GradientAccess):
     opened the block on, handed on in the run's record; `runner` runs the graph where `device_map` says.
     """
 
-    def __init__(self, traced: TracedModel, model: Any, runner: GraphRunner, device_map: Any, options: dict[str, Any]):
+    def __init__(
+        self,
+        traced: TracedModel,
+        model: Any,
+        runner: GraphRunner,
+        device_map: Any,
+        options: dict[str, Any],
+        use_edits: bool = True,
+    ):
         __tracebackhide__ = True
         self.traced = traced
         self.model = model
         self.runner = runner
         self.device_map = device_map
-        self.options = plain_options(options)
+        self.options = plain_options(self._prepared(options))
         self.nodes: list[Node] = []
         self.invokes: list[Invoker] = []
         self.current: Invoker | None = None
@@ -59,6 +69,11 @@ class Tracer(GradientAccess):
         self.result: ExecutionResult | None = None
         self._run_record: RunRecord | None = None
         self._saved: list[Proxy] = []
+        self.conditions: list[Condition] = []
+        self.logs: list[int] = []
+        self.use_edits = use_edits
+        """Whether the model's persistent edits apply to this block (`edits=False` leaves them out)."""
+        self.kept_constants: set[int] = set()
         self._step_records: dict[tuple[int, int, int], StepRecord] = {}
         self._touched: dict[tuple[int, int], set[str]] = {}
         self._skipped: dict[tuple[int, int], set[str]] = {}
@@ -74,13 +89,25 @@ class Tracer(GradientAccess):
     def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         __tracebackhide__ = True
         self.current = None
+        self.conditions.clear()
         self.traced.end(self)
         if exc_type is not None:
             self.state = BlockState.FAILED
-            self.failure = "the block raised an error, so the graph did not run"
+            self.failure = self._failed_text
             return False
-        self._run()
+        self._complete()
         return False
+
+    _failed_text = "the block raised an error, so the graph did not run"
+
+    def _prepared(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The block's options as the user gave them, completed and checked by the kind of block."""
+        return dict(options)
+
+    def _complete(self) -> None:
+        """What the block does when its body ends without an error: run its graph."""
+        __tracebackhide__ = True
+        self._run()
 
     def invoke(self, prompt: Any) -> Invoker:
         """Add prompts to the batch; interventions inside `with tracer.invoke(...)` apply to them alone."""
@@ -102,6 +129,9 @@ class Tracer(GradientAccess):
             raise TraceError("This invoke was already used.", user_source())
         self.invokes.append(invoker)
         self.current = invoker
+        if self.use_edits and self.traced.edits:
+            steps = range(self.options["max_new_tokens"] if self.kind == "generate" else 1)
+            replay_edits(self, invoker, self.traced.edits.values(), steps)
 
     def exit_invoke(self, invoker: Invoker) -> None:
         if self.current is invoker:
@@ -151,6 +181,17 @@ class Tracer(GradientAccess):
         if not any(node.op == "stop" for node in self.nodes):
             self._add("stop", (), {}, source)
 
+    def cond(self, predicate: Any) -> Condition:
+        """`with tracer.cond(predicate):` records interventions that run only where `predicate`, a traced value of
+        one element (`h.norm() > 10`, `(logits.argmax() == 42)`, `x.item() > 0.5`), holds at run time."""
+        __tracebackhide__ = True
+        return Condition(self, predicate)
+
+    def log(self, *values: Any) -> None:
+        """Print `values` (traced values, tensors, text) as `print` would, after the block has run."""
+        __tracebackhide__ = True
+        record_log(self, values)
+
     @property
     def steps(self) -> Steps:
         """The open invoke's generation steps: `for step in generator.steps:` (every step), `generator.steps[2:5]`."""
@@ -172,6 +213,16 @@ class Tracer(GradientAccess):
                 "This block has no output yet: it is read after the `with` block, and only `generate` produces one."
             )
         return output
+
+    @property
+    def row_copies(self) -> int:
+        """How many rows each prompt fills in the forward passes: its beams, or its sampled sequences."""
+        return rows_per_prompt(self.kind, self.options)
+
+    @property
+    def sequences_per_prompt(self) -> int:
+        """How many rows of generated ids each prompt gets back (`num_return_sequences`)."""
+        return sequences_per_prompt(self.kind, self.options)
 
     # ----- running -----
     def graph(self) -> Graph:
@@ -217,6 +268,9 @@ class Tracer(GradientAccess):
             if grad.node_id in result.saved:
                 value = result.saved[grad.node_id].to(tensor.device, tensor.dtype)
                 tensor.grad = value if tensor.grad is None else tensor.grad + value
+        for node_id in self.logs:
+            if node_id in result.saved:
+                print(*result.saved[node_id])
 
     @property
     def run_record(self) -> RunRecord | None:
@@ -227,12 +281,14 @@ class Tracer(GradientAccess):
 
     def _record_of(self, result: ExecutionResult) -> RunRecord:
         invokes = []
+        sequences = self.sequences_per_prompt
         for invoker in self.invokes:
             generated: list[list[int]] = []
             if self.kind == "generate" and result.output_ids is not None:
                 own = invoker.output
-                generated = [own[index, invoker.length :].tolist() for index in range(len(invoker.rows))]
-            invokes.append(InvokeTokens([list(row) for row in invoker.rows], generated))
+                generated = [own[index, invoker.length :].tolist() for index in range(own.shape[0])]
+            prompts = [list(row) for row in invoker.rows for _ in range(sequences)]
+            invokes.append(InvokeTokens(prompts, generated))
         return RunRecord(
             self.kind,
             self.model,

@@ -57,7 +57,7 @@ def logit_lens(model: Model, hidden: torch.Tensor, k: int = 5, device_map: Any =
     norm_path, unembedding_path = unembedding_paths(model)
     norm = model.module(norm_path)
     unembedding = model.module(unembedding_path)
-    with model.trace([[model.loaded.pad_token_id]], device_map=device_map):
+    with model.trace([[model.loaded.pad_token_id]], device_map=device_map, edits=False):
         logits = unembedding(norm(hidden.to(model.loaded.dtype)))
         top = logits.float().softmax(-1).topk(k, dim=-1)
         probs = top[0].save()

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..tracing.envoy import display_path
+from ..tracing.module_values import display_path
 from .attention import AttentionSource, bounded_patterns
 from .catalog import Catalog, SavedEntry
 from .lens import LensResult
