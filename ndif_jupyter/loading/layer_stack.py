@@ -11,7 +11,7 @@ twin's module tree (classes, parameter and buffer shapes) equal to the model's o
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,25 +74,53 @@ def expand(record: StepRecord, stack: LayerStack) -> StepRecord | None:
         if within != (path in inside) or (path in inside and not start <= module.post_event <= end):
             return None
     later = (stack.count - 1) * span
-    modules: dict[str, ModuleRecord] = {}
+    places: list[tuple[int, str, str, int, int]] = []
     for path, module in record.modules.items():
         if path not in inside:
-            modules[path] = _moved(module, later, end)
+            places.append((_move(module.pre_event, later, end), path, path, later, end))
             continue
         rest = path[len(first) :]
         for index in range(stack.count):
-            modules[stack.layer_path(index) + rest] = _moved(module, index * span, start - 1)
-    ordered = sorted(modules.items(), key=lambda item: item[1].pre_event)
-    return StepRecord(dict(ordered))
+            by = index * span
+            places.append((_move(module.pre_event, by, start - 1), stack.layer_path(index) + rest, path, by, start - 1))
+    places.sort()
+    return StepRecord(_Expanded(record.modules, {path: (source, by, after) for _, path, source, by, after in places}))
+
+
+class _Expanded(Mapping[str, ModuleRecord]):
+    """The whole model's records by path, in the order of their events, each made from the twin's record when it is
+    read: a step keeps one small entry per module instead of a record (a 30-layer model has hundreds of modules,
+    and a generation's steps are kept), so recording a block leaves little for the garbage collector to walk."""
+
+    __slots__ = ("_places", "_twin")
+
+    def __init__(self, twin: Mapping[str, ModuleRecord], places: dict[str, tuple[str, int, int]]):
+        self._twin = twin
+        self._places = places
+
+    def __getitem__(self, path: str) -> ModuleRecord:
+        source, by, after = self._places[path]
+        return _moved(self._twin[source], by, after)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._places)
+
+    def __len__(self) -> int:
+        return len(self._places)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._places
+
+
+def _move(event: int, by: int, after: int) -> int:
+    return event + by if event > after else event
 
 
 def _moved(module: ModuleRecord, by: int, after: int) -> ModuleRecord:
     """`module`'s record with each event later than `after` moved by `by`."""
 
-    def move(event: int) -> int:
-        return event + by if event > after else event
-
-    return ModuleRecord(move(module.pre_event), move(module.post_event), module.args, module.kwargs, module.output)
+    pre, post = _move(module.pre_event, by, after), _move(module.post_event, by, after)
+    return ModuleRecord(pre, post, module.args, module.kwargs, module.output)
 
 
 def _one_layer_config(config: Any, count: int) -> Any | None:

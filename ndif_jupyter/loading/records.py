@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,4 +22,5 @@ class ModuleRecord:
 class StepRecord:
     """Every module called in one forward pass, by dotted path."""
 
-    modules: dict[str, ModuleRecord]
+    modules: Mapping[str, ModuleRecord]
+    """By path, in the order of their events (made on reading when the record is repeated from a layer's)."""
