@@ -271,8 +271,9 @@ def test_many_requests_at_once_neither_starve_the_api_nor_queue_without_bound(se
     assert api_seconds < 5
     for status, _, job in answers:
         if status == 202:
-            served.request("DELETE", f"ndif/api/jobs/{job['id']}")
-            assert wait_finished(served, job["id"])["status"] in ("cancelled", "done")
+            cancelled = served.request("DELETE", f"ndif/api/jobs/{job['id']}")
+            if cancelled:  # 202 with the job; a job that finished before this DELETE is removed instead (204)
+                assert wait_finished(served, job["id"])["status"] in ("cancelled", "done")
 
 
 # ----- stopping runaway work -----
