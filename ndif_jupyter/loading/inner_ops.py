@@ -55,7 +55,7 @@ def inner_operations(module: torch.nn.Module) -> tuple[InnerOperation, ...]:
 
 def split_path(path: str) -> tuple[str, str] | None:
     """`(module path, operation name)` of an inner operation's path, or None for a module's path."""
-    owner, marker, name = path.rpartition(f".{OPS}.") if f".{OPS}." in path else ("", "", "")
+    owner, marker, name = path.rpartition(f".{OPS}.")
     if marker:
         return owner, name
     if path.startswith(f"{OPS}."):
