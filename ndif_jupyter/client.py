@@ -22,8 +22,8 @@ import urllib.request
 from typing import Any
 
 from .errors import ExecutionError, NDIFError, RunCancelled, TraceError
-from .ir.graph import Graph
-from .ir.result import ExecutionResult
+from .ir.result import RunResult
+from .ir.session import Request
 from .ir.source import Source
 from .protocol.container import CONTENT_TYPE
 from .protocol.request import encode_request
@@ -98,9 +98,10 @@ class ServerClient:
             raise NDIFError(missing_server_message())
         return cls(url, os.environ.get(SERVER_TOKEN_ENV, ""), **options)
 
-    def run(self, graph: Graph, model: str) -> ExecutionResult:
-        """Run `graph` on the server's model `model`; the result is what the same run in the kernel gives."""
-        job = self.submit(graph, model)
+    def run(self, request: Request, model: str) -> RunResult:
+        """Run `request` (a block's graph, or a session's) on the server's model `model` in one job; the result is
+        what the same run in the kernel gives."""
+        job = self.submit(request, model)
         line = _ProgressLine(job["id"], self.quiet_seconds)
         try:
             if self.quiet_seconds and job["status"] not in _FINISHED:
@@ -138,15 +139,15 @@ class ServerClient:
         """One job's status, timings and place in the queue."""
         return self._json("GET", f"jobs/{job_id}")
 
-    def result(self, job_id: str) -> ExecutionResult:
+    def result(self, job_id: str) -> RunResult:
         """The result of a done job, also one run before this kernel restarted."""
         return decode_result(self._request("GET", f"jobs/{job_id}/result"))
 
     # ----- jobs -----
-    def submit(self, graph: Graph, model: str) -> dict[str, Any]:
-        """Queue `graph` on the server's model `model` without waiting for it: the job as the server answers (its
+    def submit(self, request: Request, model: str) -> dict[str, Any]:
+        """Queue `request` on the server's model `model` without waiting for it: the job as the server answers (its
         `id`, `status`, `queue_position`). POSTed once: a request that may have arrived is never sent again."""
-        body = encode_request(graph, model)
+        body = encode_request(request, model)
         try:
             return self._post_while_briefly_busy(body)
         except ServerUnavailable as error:

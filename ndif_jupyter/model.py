@@ -7,10 +7,11 @@ from typing import Any
 import torch
 
 from .loading.loaded import LoadedModel
-from .runners import runner_for
+from .runners import Runner, runner_for
 from .tracing.contexts import GenerateContext, TraceContext
 from .tracing.edits import EditContext
 from .tracing.envoy import Envoy
+from .tracing.session import SessionContext
 from .tracing.traced_model import TracedModel
 
 _OWN_ATTRIBUTES = ["name", "config", "tokenizer", "local_model", "loaded", "tracing"]
@@ -55,15 +56,31 @@ class Model:
         """A block that generates tokens; other keyword arguments go to Hugging Face's `generate`. `edits=False`
         leaves the model's persistent edits out of this block."""
         __tracebackhide__ = True
-        runner = runner_for(self.loaded, device_map)
+        device_map, runner = self._runner(device_map)
         return GenerateContext(self.tracing, self, runner.run, device_map, options, edits)
 
     def trace(self, prompt: Any = None, *, device_map: Any = None, edits: bool = True, **options: Any) -> TraceContext:
         """A block of one forward pass; other keyword arguments go to the model's forward. `edits=False` leaves the
         model's persistent edits out of this block."""
         __tracebackhide__ = True
-        runner = runner_for(self.loaded, device_map)
+        device_map, runner = self._runner(device_map)
         return TraceContext(self.tracing, self, runner.run, prompt, device_map, options, edits)
+
+    def session(self, *, device_map: Any = None) -> SessionContext:
+        """`with model.session():` runs the `trace` and `generate` blocks opened inside it together at its end, as
+        one request (one round trip to a server), in order; a later block may use any value of an earlier one, which
+        goes from block to block where they run without coming back to the kernel."""
+        __tracebackhide__ = True
+        runner = runner_for(self.loaded, device_map)
+        return SessionContext(self.tracing, self, runner, device_map)
+
+    def _runner(self, device_map: Any) -> tuple[Any, Runner]:
+        """Where a block runs: its `device_map` (inside a session, the session's) and the runner for it."""
+        __tracebackhide__ = True
+        session = self.tracing.session
+        if session is not None:
+            return session.device_map_for(device_map), session.runner
+        return device_map, runner_for(self.loaded, device_map)
 
     # ----- persistent edits -----
     def edit(self, name: str = "default") -> EditContext:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from ndif_jupyter import Model
 from ndif_jupyter.ir.graph import Graph
 from ndif_jupyter.ir.nested import leaf_shapes
+from ndif_jupyter.ir.session import Session
 from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.loading.shapes import ModuleRecord
 from ndif_jupyter.operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS
@@ -176,8 +177,10 @@ def fuzz_target(*folders: Path) -> FuzzTarget:
         recorder = served[index % len(served)]
         body = _record(recorder.model, recording)
         captured.append(CapturedRequest(title, recorder.name, body))
-        for invoke in unpack(body)[0]["invokes"]:
-            recorder.prompts.extend(tuple(row) for row in invoke if tuple(row) not in recorder.prompts)
+        document = unpack(body)[0]
+        for block in document.get("blocks", [document]):
+            for invoke in block["invokes"]:
+                recorder.prompts.extend(tuple(row) for row in invoke if tuple(row) not in recorder.prompts)
     return FuzzTarget(models, tuple(captured))
 
 
@@ -217,16 +220,21 @@ Recording = tuple[str, dict[str, Any], Callable[[_Parts, Any], None]]
 
 def _record(model: Model, recording: Recording) -> bytes:
     kind, options, body = recording
-    graph: Graph | None = None
+    request: Graph | Session | None = None
     try:
+        if kind == "session":
+            with model.session() as session:
+                body(_Parts(model), session)
+                request = Session([block.graph() for block in session.blocks])
+                raise _Recorded
         with model.trace(**options) if kind == "trace" else model.generate(**options) as block:
             body(_Parts(model), block)
-            graph = block.graph()
+            request = block.graph()
             raise _Recorded
     except _Recorded:
         pass
-    assert graph is not None
-    return encode_request(graph, model.name)
+    assert request is not None
+    return encode_request(request, model.name)
 
 
 def _saving_outputs(parts: _Parts, block: Any) -> None:
@@ -341,6 +349,19 @@ def _inner_operations_in_beams(parts: _Parts, block: Any) -> None:
             first.inputs[0][1].save()
 
 
+def _a_session(parts: _Parts, session: Any) -> None:
+    model = parts.model
+    with model.trace(PROMPT):
+        direction = parts.layers[0].output[0, -1]
+        top = model.lm_head.output[0, -1].argmax()
+    with model.generate(max_new_tokens=2) as generator:
+        with generator.invoke(OTHER_PROMPTS[0]):
+            for _ in generator.steps:
+                parts.layers[1].output[:, -1] += direction
+            parts.layers[2].output.save()
+            model.lm_head.output[0, -1, top].save()
+
+
 RECORDINGS: tuple[tuple[str, Recording], ...] = (
     ("a trace saving every layer's output", ("trace", {}, _saving_outputs)),
     ("a trace of two invokes", ("trace", {}, _several_invokes)),
@@ -357,6 +378,7 @@ RECORDINGS: tuple[tuple[str, Recording], ...] = (
         "a beam search reading inner operations",
         ("generate", {"max_new_tokens": 2, "num_beams": 2}, _inner_operations_in_beams),
     ),
+    ("a session whose generation reads a trace's values", ("session", {}, _a_session)),
 )
 """Recorded on the served models in turn: with a GPT-2 and a Llama, each has a generation and a multi-prompt invoke."""
 
@@ -432,8 +454,14 @@ class _Request:
     splices: dict[str, str] = field(default_factory=dict)
     header_edits: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
 
+    def block(self) -> Any:
+        """The document of a one-block request, or a session's last block (which reads the others)."""
+        blocks = self.document.get("blocks") if isinstance(self.document, dict) else None
+        return blocks[-1] if isinstance(blocks, list) and blocks else self.document
+
     def nodes(self) -> list[Any]:
-        nodes = self.document.get("nodes") if isinstance(self.document, dict) else None
+        block = self.block()
+        nodes = block.get("nodes") if isinstance(block, dict) else None
         return nodes if isinstance(nodes, list) else []
 
     def splice(self, raw: str) -> str:
@@ -605,8 +633,8 @@ def give_an_odd_name(draw: st.DrawFn, request: _Request, limits: Limits) -> None
         draw(st.sampled_from(nodes))["op"] = odd
     elif place == "path" and events:
         draw(st.sampled_from(events))["args"][0] = draw(st.sampled_from([odd, f"transformer.h.{odd}", f"{odd}.0"]))
-    elif place == "option" and isinstance(request.document, dict) and isinstance(request.document.get("options"), dict):
-        request.document["options"][odd] = True
+    elif place == "option" and isinstance(request.block(), dict) and isinstance(request.block().get("options"), dict):
+        request.block()["options"][odd] = True
     elif nodes and isinstance(kwargs := draw(st.sampled_from(nodes)).get("kwargs"), dict):
         kwargs[odd] = 1
 
@@ -648,7 +676,7 @@ def change_the_shapes(draw: st.DrawFn, request: _Request, limits: Limits) -> Non
 
 
 def change_an_option(draw: st.DrawFn, request: _Request, limits: Limits) -> None:
-    document = request.document
+    document = request.block()
     if not isinstance(document, dict):
         return
     if draw(st.integers(0, 6)) == 0:
@@ -673,7 +701,7 @@ def change_an_option(draw: st.DrawFn, request: _Request, limits: Limits) -> None
 
 
 def change_the_inputs(draw: st.DrawFn, request: _Request, limits: Limits) -> None:
-    document = request.document
+    document = request.block()
     if not isinstance(document, dict):
         return
     vocabulary = request.served.vocabulary
@@ -1036,11 +1064,11 @@ def size_cases(draw: st.DrawFn, target: FuzzTarget, limits: Limits) -> bytes:
         request.tensors["big"] = torch.zeros(limit // 4 + draw(st.integers(1, 1000)))
     elif case == "long string":
         text = "x" * (MAX_STRING + draw(st.integers(-1, 1)))
-        request.document["nodes"][0]["source"] = {"file": "<cell>", "line": 1, "text": text}
+        request.block()["nodes"][0]["source"] = {"file": "<cell>", "line": 1, "text": text}
     elif case == "many values":
-        request.document["options"]["extra"] = [0] * (limits.max_document_items + draw(st.integers(-10, 10)))
+        request.block()["options"]["extra"] = [0] * (limits.max_document_items + draw(st.integers(-10, 10)))
     elif case == "deep":
-        request.document["nodes"][0]["args"].append(request.splice("[" * 200_000 + "]" * 200_000))
+        request.block()["nodes"][0]["args"].append(request.splice("[" * 200_000 + "]" * 200_000))
     elif case == "big header":
         entries = {f"e{index}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]} for index in range(10_000)}
         request.header_edits.append(lambda header: header.update(entries))

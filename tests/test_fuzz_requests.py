@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from ndif_jupyter.errors import NDIFError
-from ndif_jupyter.execution.executor import execute
 from ndif_jupyter.execution.guard import RunGuard
+from ndif_jupyter.execution.session import run_request
 from ndif_jupyter.protocol.admission import Refusal, admit
 from ndif_jupyter.protocol.container import CONTENT_TYPE
 from ndif_jupyter.protocol.limits import Limits
@@ -139,7 +139,7 @@ def check_request(body: bytes, target: FuzzTarget, torch_models: dict[str, torch
     started = time.perf_counter()
     failure: NDIFError | None = None
     try:
-        execute(admission.graph, torch_models[admission.model.name], guard=guard)
+        run_request(admission.request, torch_models[admission.model.name], guard=guard)
     except NDIFError as error:
         failure = error
         note(f"the job failed: {type(error).__name__}: {str(error)[:300]}")

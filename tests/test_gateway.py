@@ -85,6 +85,20 @@ def inside_edited_and_beams(model: Model, device_map: str) -> list[torch.Tensor]
     return [generator.output, *(value.value for value in saved)]
 
 
+def session(model: Model, device_map: str) -> list[torch.Tensor]:
+    """A trace's unsaved value steering a generation, in one session."""
+    layers = model.model.layers
+    with model.session(device_map=device_map):
+        with model.trace(PROMPT):
+            direction = layers[0].output[0, -1]
+        with model.generate(max_new_tokens=3) as generator:
+            with generator.invoke("Hello world"):
+                for _ in generator.steps:
+                    layers[1].output[:, -1] += direction
+                last = layers[2].output.save()
+    return [generator.output, last.value]
+
+
 async def started_job(jp_fetch, before: int, sending: asyncio.Future) -> dict:
     """The job after the first `before` ones, once its worker has begun the forward passes; the error of `sending`
     (the block that sends it) if it ended first."""
@@ -124,8 +138,12 @@ async def test_runs_through_the_gateway_equal_local_runs_also_over_10_mib(jp_fet
     remote_values = await asyncio.to_thread(inside_edited_and_beams, llama, "server")
     for theirs, mine in zip(remote_values, inside_edited_and_beams(llama, "cpu"), strict=True):
         assert torch.equal(theirs, mine), "inner operations, an edit, a condition and beams on the gateway's kernel"
+    remote_values = await asyncio.to_thread(session, llama, "server")
+    for theirs, mine in zip(remote_values, session(llama, "cpu"), strict=True):
+        assert torch.equal(theirs, mine), "a session's blocks on the gateway's kernel"
     jobs = json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]
-    assert [job["status"] for job in jobs] == ["done"] * 5 and jobs[2]["result_bytes"] > 11 * 2**20
+    assert [job["status"] for job in jobs] == ["done"] * 6 and jobs[2]["result_bytes"] > 11 * 2**20
+    assert jobs[-1]["kind"] == "session"
     models = json.loads((await jp_fetch("ndif", "api", "models")).body)
     assert all(m["loaded"] for m in models["models"]), "each model's kernel is warm and kept"
 

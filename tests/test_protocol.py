@@ -15,8 +15,10 @@ from jsonschema import Draft202012Validator
 from ndif_jupyter import Model
 from ndif_jupyter.errors import ProtocolError
 from ndif_jupyter.execution.executor import execute
+from ndif_jupyter.execution.session import execute_session
 from ndif_jupyter.ir.graph import Ref
-from ndif_jupyter.ir.result import ExecutionResult
+from ndif_jupyter.ir.result import ExecutionResult, SessionResult
+from ndif_jupyter.ir.session import Session
 from ndif_jupyter.protocol.container import unpack
 from ndif_jupyter.protocol.request import decode_request, encode_request
 from ndif_jupyter.protocol.result import decode_result, encode_result
@@ -142,6 +144,52 @@ def test_documents_follow_the_schemas_independently_checked(gpt2: Model):
     Draft202012Validator(schema("result")).validate(result)
     Draft202012Validator.check_schema(schema("request"))
     Draft202012Validator.check_schema(schema("result"))
+
+
+def _session(model: Model) -> tuple[Session, torch.Tensor]:
+    """Two blocks using one constant, the second reading an unsaved value of the first."""
+    shared = torch.linspace(0, 1, 64)
+    with model.session() as session:
+        with model.trace(PROMPT):
+            hidden = model.transformer.h[0].output[0, -1] + shared
+        with model.generate(max_new_tokens=2) as generator:
+            with generator.invoke("Hello world"):
+                model.transformer.h[1].output[:, -1] += hidden * shared
+                last = model.transformer.h[2].output.save()
+        blocks = [block.graph() for block in session.blocks]
+    return Session(blocks), last.value
+
+
+def test_a_session_round_trips_and_runs_to_the_same_values(gpt2: Model):
+    session, last = _session(gpt2)
+    data = encode_request(session, gpt2.name)
+    document, tensors = unpack(data)
+    assert sorted(document) == ["blocks", "format", "model", "version"] and len(document["blocks"]) == 2
+    assert len(tensors) == 2, "each block holds the constant as it was when the block recorded it"
+    Draft202012Validator(schema("request")).validate(document)
+    name, decoded = decode_request(data)
+    assert name == gpt2.name and isinstance(decoded, Session)
+    for mine, theirs in zip(decoded.graphs, session.graphs, strict=True):
+        assert [(n.op, n.args[:3], n.saved) for n in mine.nodes if n.op.startswith(("module", "session"))] == [
+            (n.op, n.args[:3], n.saved) for n in theirs.nodes if n.op.startswith(("module", "session"))
+        ]
+    result = execute_session(decoded, gpt2.local_model)
+    back = decode_result(encode_result(result))
+    assert isinstance(back, SessionResult) and len(back.results) == 2
+    Draft202012Validator(schema("result")).validate(unpack(encode_result(result))[0])
+    assert torch.equal(back.results[1].saved[max(back.results[1].saved)], last)
+    assert back.forward_calls == result.forward_calls == 3
+
+
+def test_a_document_is_either_one_block_or_a_session(gpt2: Model):
+    session, _ = _session(gpt2)
+    document, _ = unpack(encode_request(session, gpt2.name))
+    one, _ = unpack(encode_request(session.graphs[0], gpt2.name))
+    for mixed in ({**document, "kind": "trace"}, {**one, "blocks": document["blocks"]}, {**document, "blocks": []}):
+        with pytest.raises(ProtocolError, match="does not follow the format"):
+            from ndif_jupyter.protocol.schema import check_document
+
+            check_document(mixed, "request")
 
 
 def test_the_documented_schemas_and_examples_are_the_ones_in_use():

@@ -142,6 +142,23 @@ def beams_and_sequences(model: Model, device_map: str) -> list[torch.Tensor]:
     return [beams.output, *(value.value for value in read), sampled.output, logits.value]
 
 
+def session(model: Model, device_map: str) -> list[torch.Tensor]:
+    layers = model.model.layers
+    with model.session(device_map=device_map):
+        with model.trace(PROMPT):
+            direction = layers[0].output[0, -1] - layers[0].output[0, 0]
+            top = model.lm_head.output[0, -1].argmax()
+        with model.generate(max_new_tokens=4, do_sample=False) as generator:
+            with generator.invoke("Hello world"):
+                for _ in generator.steps:
+                    layers[1].output[:, -1] += direction / direction.norm()
+                steered = layers[2].output[:, -1]
+        with model.trace("Hello world"):
+            layers[2].output[:, -1] = steered
+            chosen = model.lm_head.output[0, -1, top].save()
+    return [generator.output, chosen.value]
+
+
 @pytest.mark.parametrize(
     "block",
     [
@@ -153,6 +170,7 @@ def beams_and_sequences(model: Model, device_map: str) -> list[torch.Tensor]:
         persistent_edits,
         inner_operations,
         beams_and_sequences,
+        session,
     ],
 )
 async def test_a_block_through_the_server_equals_the_kernel(jp_fetch, server, llama, llama_dir, block):
@@ -161,3 +179,13 @@ async def test_a_block_through_the_server_equals_the_kernel(jp_fetch, server, ll
     assert len(remote) == len(local)
     for theirs, mine in zip(remote, local):
         assert torch.equal(theirs, mine)
+
+
+async def test_a_session_is_one_job(jp_fetch, server, llama_dir):
+    from ndif_jupyter.client import ServerClient
+
+    client = ServerClient.from_environment()
+    before = await asyncio.to_thread(client.jobs)
+    await asyncio.to_thread(session, Model(str(llama_dir)), "server")
+    new = (await asyncio.to_thread(client.jobs))[len(before) :]
+    assert [(job["kind"], job["steps"], job["status"]) for job in new] == [("session", 1 + 4 + 1, "done")]

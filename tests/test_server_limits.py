@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from ndif_jupyter.ir.graph import Graph, Invoke, Node, Ref
+from ndif_jupyter.ir.result import SessionResult
+from ndif_jupyter.ir.session import MAX_BLOCKS, Session
 from ndif_jupyter.protocol.container import CONTENT_TYPE, pack, unpack
 from ndif_jupyter.protocol.request import encode_request
 from ndif_jupyter.protocol.result import decode_result
@@ -422,3 +424,50 @@ def test_a_gradient_job_sent_by_hand_runs_and_gives_the_gradient(served, gpt2_di
         assert job["status"] == "done", job
         result = decode_result(served.request("GET", f"ndif/api/jobs/{document['id']}/result"))
         assert torch.equal(result.saved[3], torch.ones(1, 8, 64)), "the gradient of a sum is one everywhere"
+
+
+# ----- sessions -----
+
+
+def _session(*blocks: list[Node]) -> Session:
+    return Session([_graph(nodes) for nodes in blocks])
+
+
+@pytest.mark.parametrize(
+    ("request_of", "problem"),
+    [
+        (lambda: _graph([_hidden(), Node(1, "session.value", (0, 0))]), "this request has none before it"),
+        (lambda: _session([_hidden()], [_hidden(), Node(1, "session.value", (1, 0))]), "is not an earlier block"),
+        (lambda: _session([_hidden()], [Node(0, "session.value", (0, 5))]), "block 0 has no node 5"),
+        (lambda: _session([_hidden()], [Node(0, "session.value", ("0", 0))]), "two integers"),
+        (lambda: _session(*[[_hidden()]] * (MAX_BLOCKS + 1)), "over the limit of 64"),
+        (
+            lambda: _session(
+                [_hidden(), Node(1, "tensor.repeat", (Ref(0), 1, 200, 256))],
+                [Node(0, "session.value", (0, 1)), Node(1, "mul", (Ref(0), 2))],
+            ),
+            "block 2 of the session: node 1 (`mul`): the graph's values would take 314.6 MB here",
+        ),
+    ],
+)
+def test_malformed_or_too_costly_sessions_are_refused(served, gpt2_dir, request_of, problem):
+    assert problem in refused(served, _body(request_of(), gpt2_dir))
+
+
+def test_a_session_sent_by_hand_is_one_job_whose_blocks_read_each_other(served, gpt2_dir):
+    layer = [Node(0, "module.output", ("transformer.h.0", 0, 0), {"shapes": [[1, 8, 64]]})]
+    first = [*layer, Node(1, "tensor.repeat", (Ref(0), 1, 200, 256))]
+    second = [Node(0, "session.value", (0, 1)), Node(1, "tensor.sum", (Ref(0),), saved=True)]
+    third = [
+        Node(0, "session.value", (0, 0)),
+        Node(1, "module.set_output", ("transformer.h.1", 0, 0, Ref(0)), {"shapes": [[1, 8, 64]]}),
+        Node(2, "module.output", ("transformer.h.1", 0, 0), {"shapes": [[1, 8, 64]]}, saved=True),
+    ]
+    status, _, job = post(served, _body(_session(first, second, third), gpt2_dir))
+    assert status == 202, job
+    assert (job["kind"], job["steps"]) == ("session", 3)
+    assert wait_finished(served, job["id"])["status"] == "done"
+    result = decode_result(served.request("GET", f"ndif/api/jobs/{job['id']}/result"))
+    assert isinstance(result, SessionResult) and [len(block.saved) for block in result.results] == [0, 1, 1]
+    patched = result.results[2].saved[2]
+    assert torch.equal(result.results[1].saved[1], patched.repeat(1, 200, 256).sum())

@@ -13,7 +13,7 @@ stops that part's nodes only; its rows keep running in the batch, unread.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -23,6 +23,7 @@ from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.graph import METADATA_KWARGS, Graph, Node, Ref, node_condition, operation_kwargs
 from ..ir.nested import SAVEABLE, any_leaf, first_input, map_leaves, value_bytes
 from ..ir.result import ExecutionResult
+from ..ir.session import SESSION_VALUE
 from ..loading.inner_ops import instrument, operation_path, split_path
 from ..operations import GETTER_PHASES, GRADIENT_OPS, OPERATIONS, SETTER_PHASES
 from .batching import (
@@ -57,14 +58,20 @@ def execute(
     model: torch.nn.Module,
     on_forward: Callable[[int], None] | None = None,
     guard: RunGuard | None = None,
+    imports: Mapping[tuple[int, int], Any] | None = None,
+    keep: Collection[int] = (),
 ) -> ExecutionResult:
     """Run `graph` on `model` (a Hugging Face causal LM with its weights loaded) and collect the saved values.
 
     `on_forward(n)`, when given, is called before the model's n-th forward pass (1 for a trace, one per generated
     token): a place to report progress. `guard`, when given, is checked before every node and every forward pass
     (to cancel the run or end it at a deadline) and told the bytes the graph's values hold.
+
+    In a session: `imports` are the values of earlier blocks' nodes by (block, node), which `session.value` nodes
+    read; the values of the nodes in `keep` (which later blocks read) are kept, on the model's device, in the
+    result's `kept`.
     """
-    return _Run(graph, model, on_forward, guard, [single_part(graph)]).run()
+    return _Run(graph, model, on_forward, guard, [single_part(graph)], imports=imports, keep=keep).run()
 
 
 JobOutcome = ExecutionResult | NDIFError
@@ -131,6 +138,8 @@ class _Run:
         guard: RunGuard | None,
         parts: list[Part],
         part_stopped: Callable[[int], bool] | None = None,
+        imports: Mapping[tuple[int, int], Any] | None = None,
+        keep: Collection[int] = (),
     ):
         self.graph = graph
         self.parts = parts
@@ -151,6 +160,8 @@ class _Run:
         self.scheduler = Scheduler(self.nodes)
         self.values: dict[int, Any] = {}
         self.saved: dict[int, Any] = {}
+        self.keep = frozenset(keep)
+        self.kept: dict[int, Any] = {}
         self.events: dict[EventKey, list[int]] = {}
         self.event_of: dict[int, EventKey] = {}
         self.skipped_paths: set[str] = set()
@@ -179,6 +190,7 @@ class _Run:
         self.spans: list[Span] = []
         self.placed: dict[int, torch.Tensor] = {}
         self.constants = {node.id: self._place_constants(node) for node in self.nodes}
+        self.imports = {key: map_leaves(self._on_device, value) for key, value in (imports or {}).items()}
         self.active: tuple[EventKey, _EventState] | None = None
         self.fired: set[EventKey] = set()
         self.step = 0
@@ -228,7 +240,7 @@ class _Run:
         missing = {
             node_id: f"its condition (`{display(self.nodes[cond])}`) was false"
             for node_id, cond in self.unmet.items()
-            if self.nodes[node_id].saved
+            if self.nodes[node_id].saved or node_id in self.keep
         }
         for index, part in enumerate(self.parts):
             if index in self.failures:
@@ -242,7 +254,8 @@ class _Run:
                 if not self.contained:
                     raise
                 self._fail_part(index, error)
-        return ExecutionResult(self.saved, output_ids, missing, self.forward_calls, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return ExecutionResult(self.saved, output_ids, missing, self.forward_calls, seconds, self.kept)
 
     def part_steps(self, index: int) -> int:
         """The forward passes part `index` saw: until its generation ended, or all of the run's."""
@@ -460,6 +473,8 @@ class _Run:
                 value = _holds(self._resolve(self.constants[node.id][0][0]), node)
             elif node.op == "log":
                 value = self._resolve(self.constants[node.id][0])
+            elif node.op == SESSION_VALUE:
+                value = self._imported(node)
             elif node.id in self.event_of:
                 value = self._module_event(node)
             elif node.op == "module.call":
@@ -507,9 +522,25 @@ class _Run:
         value = self.values.pop(node_id, None)
         size = value_bytes(value)
         self.held -= size
-        if self.nodes[node_id].saved and node_id not in self.unmet:
+        if node_id in self.unmet:
+            return
+        if self.nodes[node_id].saved:
             self.saved[node_id] = saved_copy(value)
             self.held += size
+        if node_id in self.keep:
+            self.kept[node_id] = map_leaves(_detached_copy, value)
+            self.held += size
+
+    def _imported(self, node: Node) -> Any:
+        """A `session.value` node: its own copy of an earlier block's value."""
+        key = (node.args[0], node.args[1])
+        if key not in self.imports:
+            raise ExecutionError(
+                f"`{display(node)}` reads a value that block {key[0] + 1} of the session never computed: its condition "
+                "was false there, or its generation ended before that step.",
+                node.source,
+            )
+        return map_leaves(_detached_copy, self.imports[key])
 
     def _module_event(self, node: Node) -> Any:
         key = self.event_of[node.id]
@@ -697,6 +728,10 @@ def _with_first_input(inputs: tuple[tuple, dict], value: Any) -> tuple[tuple, di
         return (value, *args[1:]), kwargs
     first = next(iter(kwargs))
     return args, {**kwargs, first: value}
+
+
+def _detached_copy(leaf: Any) -> Any:
+    return leaf.detach().clone() if isinstance(leaf, torch.Tensor) else leaf
 
 
 def _is_tensor(value: Any) -> bool:

@@ -14,7 +14,8 @@ class RunGuard:
 
     `should_stop()` returning True cancels the run; `seconds` bounds its time from `start()`; `max_value_bytes`
     bounds the bytes of graph values held at once (constants, live values and saved copies, as the cost model counts
-    them). `peak_bytes` is the most the run held.
+    them). `peak_bytes` is the most the run held. A session's blocks share one guard: its deadline runs from the
+    first `start()`, and the values kept for later blocks (`carry`) count with each block's own.
     """
 
     def __init__(
@@ -27,11 +28,18 @@ class RunGuard:
         self.seconds = seconds
         self.max_value_bytes = max_value_bytes
         self.peak_bytes = 0
+        self.carried_bytes = 0
         self._deadline: float | None = None
 
     def start(self) -> None:
-        if self.seconds is not None:
+        """The run begins: the deadline runs from the first call."""
+        if self.seconds is not None and self._deadline is None:
             self._deadline = time.monotonic() + self.seconds
+
+    def carry(self, carried_bytes: int) -> RunGuard:
+        """Values held outside the run (an earlier block's, for a later one) take `carried_bytes` from now on."""
+        self.carried_bytes = carried_bytes
+        return self
 
     def check(self) -> None:
         """Raise RunCancelled or RunTimedOut when the run must stop now."""
@@ -45,6 +53,7 @@ class RunGuard:
 
     def hold(self, held_bytes: int) -> None:
         """The values now take `held_bytes`; raise ExecutionError when that is over `max_value_bytes`."""
+        held_bytes += self.carried_bytes
         if held_bytes > self.peak_bytes:
             self.peak_bytes = held_bytes
             if self.max_value_bytes is not None and held_bytes > self.max_value_bytes:

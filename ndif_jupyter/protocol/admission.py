@@ -11,14 +11,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import NDIFError, ProtocolError
-from ..ir.graph import Graph
+from ..ir.session import Request
 from ..loading.loaded import LoadedModel
 from .container import unpack
-from .cost import Cost, estimate_cost
+from .cost import Cost, estimate_request_cost
 from .limits import Limits, cut, quote
-from .request import graph_from_document
+from .request import request_from_document
 from .schema import check_document
-from .validation import check_sizes, validate_graph
+from .validation import check_sizes, validate_request
 
 LONGEST_MESSAGE = 600
 """The longest refusal message, in characters (a refusal never quotes more of what was sent)."""
@@ -37,10 +37,11 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class Admission:
-    """A request that passed every check: the served model it runs on, its graph and its cost."""
+    """A request that passed every check: the served model it runs on, its graph (or a session's graphs) and its
+    cost."""
 
     model: LoadedModel
-    graph: Graph
+    request: Request
     cost: Cost
 
 
@@ -57,12 +58,12 @@ def admit(
         document, tensors = unpack(body, limits.max_document_items, first=lambda found: check_sizes(found, limits))
         model = _served_model(document, served, names)
         check_document(document, "request")
-        graph = graph_from_document(document, tensors)
-        validate_graph(graph, model.meta_model, limits)
-        cost = estimate_cost(graph, model, limits)
+        request = request_from_document(document, tensors)
+        validate_request(request, model.meta_model, limits)
+        cost = estimate_request_cost(request, model, limits)
     except ProtocolError as error:
         raise Refusal(400, f"the request is not valid: {error}") from None
-    return Admission(model, graph, cost)
+    return Admission(model, request, cost)
 
 
 def check_body_size(size: int, limits: Limits) -> None:

@@ -20,12 +20,13 @@ from ..indexing import INDEXING_OPS, embedding_problem, index_problem
 from ..ir.gradients import GRADIENT_READERS, gradient_target
 from ..ir.graph import Graph, Node, Ref, node_refs, operation_kwargs, sequences_per_prompt
 from ..ir.nested import first_input, iter_leaves, leaves, map_leaves, value_bytes
+from ..ir.session import SESSION_VALUE, Request, kept_values
 from ..loading.inner_ops import split_path
 from ..loading.loaded import LoadedModel
 from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE, StepRecord, to_meta
 from ..operations import GETTER_PHASES, SETTER_PHASES, meta_operation
 from .limits import Limits, cut
-from .validation import where
+from .validation import in_block, where
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,57 @@ def estimate_cost(graph: Graph, loaded: LoadedModel, limits: Limits) -> Cost:
     return _Estimate(graph, loaded, limits).run()
 
 
+def estimate_request_cost(request: Request, loaded: LoadedModel, limits: Limits) -> Cost:
+    """The cost of a request: a graph's, or a session's. A session's blocks run one after another, so its peak is
+    the highest of its blocks', each with the values kept for it by earlier blocks; its saved bytes, tokens, forward
+    passes and nodes are those of all its blocks."""
+    if isinstance(request, Graph):
+        return estimate_cost(request, loaded, limits)
+    keep = kept_values(request)
+    metas: dict[tuple[int, int], Any] = {}
+    costs: list[Cost] = []
+    carried = 0
+    for index, graph in enumerate(request.graphs):
+        with in_block(index):
+            estimate = _Estimate(graph, loaded, limits, metas, keep[index], carried)
+            costs.append(estimate.run())
+        for node_id in keep[index]:
+            metas[(index, node_id)] = estimate.metas[node_id]
+            carried += value_bytes(estimate.metas[node_id])
+    saved = sum(cost.saved_bytes for cost in costs)
+    if saved > limits.max_result_bytes:
+        raise ProtocolError(
+            f"the session's saved values would be {_size(saved)}, over this server's limit of "
+            f"{_size(limits.max_result_bytes)}; save less"
+        )
+    return Cost(
+        max(cost.peak_bytes for cost in costs),
+        saved,
+        sum(cost.tokens for cost in costs),
+        sum(cost.forward_passes for cost in costs),
+        sum(cost.nodes for cost in costs),
+    )
+
+
 class _Estimate:
-    def __init__(self, graph: Graph, loaded: LoadedModel, limits: Limits):
+    def __init__(
+        self,
+        graph: Graph,
+        loaded: LoadedModel,
+        limits: Limits,
+        imports: dict[tuple[int, int], Any] | None = None,
+        keep: set[int] | None = None,
+        carried: int = 0,
+    ):
+        """In a session: `imports`, the meta values of earlier blocks' nodes that `session.value` nodes read;
+        `keep`, this block's nodes that later blocks read (kept as saved values are); `carried`, the bytes earlier
+        blocks keep for later ones while this one runs."""
         self.graph = graph
         self.loaded = loaded
         self.limits = limits
+        self.imports = imports or {}
+        self.keep = keep or set()
+        self.carried = carried
         self.steps = int(graph.options.get("max_new_tokens", 1)) if graph.kind == "generate" else 1
         self.forward_options = {k: v for k, v in graph.options.items() if k in FORWARD_OPTIONS_FOR_GENERATE}
         self.metas: dict[int, Any] = {}
@@ -123,6 +170,8 @@ class _Estimate:
             return None
         if node.op == "log":
             return args
+        if node.op == SESSION_VALUE:
+            return map_leaves(_fresh_meta, self.imports[(node.args[0], node.args[1])])
         if node.op in ("grad", "set_grad"):
             return self._gradient(node, args)
         if node.op == "module.call":
@@ -278,7 +327,7 @@ class _Estimate:
         """The most bytes the executor holds at once, walking its order: constants, live values, saved copies."""
         graph = self.graph
         sizes = {node_id: value_bytes(meta) for node_id, meta in self.metas.items()}
-        held = self.constant_bytes
+        held = self.carried + self.constant_bytes
         peak = held
         unread = [0] * len(graph.nodes)
         for reads in self.reads:
@@ -288,6 +337,8 @@ class _Estimate:
             node = graph.nodes[node_id]
             held += sizes[node_id]
             if node.saved:
+                held += sizes[node_id]
+            if node_id in self.keep:
                 held += sizes[node_id]
             if held > peak:
                 peak = held

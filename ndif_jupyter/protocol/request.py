@@ -1,4 +1,5 @@
-"""A run request on the wire: the graph as a JSON document (checked against the schema) plus its tensors."""
+"""A run request on the wire: the graph (or a session's graphs) as a JSON document, checked against the schema, plus
+its tensors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 import torch
 
 from ..ir.graph import Graph, Invoke, Node
+from ..ir.session import Request, Session
 from ..ir.source import Source
 from .container import pack, unpack
 from .schema import FORMAT_VERSION, check_document
@@ -15,13 +17,37 @@ from .values import TensorTable, decode_value, encode_value
 REQUEST_FORMAT = "ndif.request"
 
 
-def encode_request(graph: Graph, model: str) -> bytes:
-    """The message that asks a server to run `graph` on its model named `model`."""
+def encode_request(request: Request, model: str) -> bytes:
+    """The message that asks a server to run `request` (a block's graph, or a session's graphs in order) on its model
+    named `model`. A session's blocks share one container."""
     table = TensorTable()
-    document = {
-        "format": REQUEST_FORMAT,
-        "version": FORMAT_VERSION,
-        "model": model,
+    document: dict[str, Any] = {"format": REQUEST_FORMAT, "version": FORMAT_VERSION, "model": model}
+    if isinstance(request, Session):
+        document["blocks"] = [_block_document(graph, table) for graph in request.graphs]
+    else:
+        document.update(_block_document(request, table))
+    return pack(document, table.tensors)
+
+
+def decode_request(data: bytes | bytearray) -> tuple[str, Request]:
+    """The model name and the request; ProtocolError naming the problem when it is malformed."""
+    document, tensors = unpack(data)
+    check_document(document, "request")
+    return document["model"], request_from_document(document, tensors)
+
+
+def request_from_document(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Request:
+    """The request of a document that follows the schema (and so has a bounded depth): a session when it has
+    `blocks`, else one block's graph."""
+    if "blocks" in document:
+        return Session(
+            [_graph_from_block(block, tensors, f"blocks[{index}].") for index, block in enumerate(document["blocks"])]
+        )
+    return _graph_from_block(document, tensors, "")
+
+
+def _block_document(graph: Graph, table: TensorTable) -> dict[str, Any]:
+    return {
         "kind": graph.kind,
         "options": encode_value(dict(graph.options), table)["dict"],
         "pad_token_id": graph.pad_token_id,
@@ -29,22 +55,13 @@ def encode_request(graph: Graph, model: str) -> bytes:
         "saved_bytes": graph.saved_bytes,
         "nodes": [_encode_node(node, table) for node in graph.nodes],
     }
-    return pack(document, table.tensors)
 
 
-def decode_request(data: bytes | bytearray) -> tuple[str, Graph]:
-    """The model name and the graph of a request; ProtocolError naming the problem when it is malformed."""
-    document, tensors = unpack(data)
-    check_document(document, "request")
-    return document["model"], graph_from_document(document, tensors)
-
-
-def graph_from_document(document: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Graph:
-    """The graph of a request document that follows the schema (and so has a bounded depth)."""
-    options = decode_value({"dict": document["options"]}, tensors, "options")
+def _graph_from_block(block: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str) -> Graph:
+    options = decode_value({"dict": block["options"]}, tensors, f"{prefix}options")
     nodes = []
-    for index, entry in enumerate(document["nodes"]):
-        where = f"nodes[{index}]"
+    for index, entry in enumerate(block["nodes"]):
+        where = f"{prefix}nodes[{index}]"
         source = entry.get("source")
         nodes.append(
             Node(
@@ -57,12 +74,12 @@ def graph_from_document(document: dict[str, Any], tensors: dict[str, torch.Tenso
             )
         )
     return Graph(
-        document["kind"],
+        block["kind"],
         nodes,
-        [Invoke([list(row) for row in rows]) for rows in document["invokes"]],
+        [Invoke([list(row) for row in rows]) for rows in block["invokes"]],
         options,
-        document["pad_token_id"],
-        document["saved_bytes"],
+        block["pad_token_id"],
+        block["saved_bytes"],
     )
 
 

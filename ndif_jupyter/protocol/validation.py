@@ -4,6 +4,8 @@ and options with their values, module paths that exist, references, token ids, a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeGuard, cast
 
 import torch
@@ -11,6 +13,7 @@ import torch
 from ..errors import ProtocolError
 from ..ir.gradients import GRADIENT_READERS, gradient_target
 from ..ir.graph import CONDITION, Graph, Node, Ref, iter_refs, node_condition, several_sequences_problem
+from ..ir.session import MAX_BLOCKS, SESSION_VALUE, Request, imported
 from ..loading.inner_ops import inner_operations, split_path
 from ..operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS, UNCONDITIONAL
 from .limits import MAX_DIMENSIONS, Limits, cut, quote
@@ -48,14 +51,27 @@ _MODULE_VALUE_EVENTS = MODULE_EVENTS - {"module.call"}
 
 
 def check_sizes(document: Any, limits: Limits) -> None:
-    """The limits a request document can be held to before its schema is checked: the number of nodes, prompts
-    and tokens, and new tokens. Anything not shaped as expected is left to the schema."""
+    """The limits a request document can be held to before its schema is checked: the number of blocks and nodes
+    (all blocks' together), and each block's prompts, tokens and new tokens. Anything not shaped as expected is left
+    to the schema."""
     if not isinstance(document, dict):
         return
-    nodes = document.get("nodes")
-    if isinstance(nodes, list) and len(nodes) > limits.max_nodes:
-        raise ProtocolError(f"the graph has {len(nodes)} nodes, over this server's limit of {limits.max_nodes}")
-    invokes = document.get("invokes")
+    blocks = document.get("blocks")
+    if isinstance(blocks, list):
+        if len(blocks) > MAX_BLOCKS:
+            raise ProtocolError(f"the session has {len(blocks)} blocks, over the limit of {MAX_BLOCKS}")
+        blocks = [block for block in blocks if isinstance(block, dict)]
+    else:
+        blocks = [document]
+    nodes = sum(len(block["nodes"]) for block in blocks if isinstance(block.get("nodes"), list))
+    if nodes > limits.max_nodes:
+        raise ProtocolError(f"the graph has {nodes} nodes, over this server's limit of {limits.max_nodes}")
+    for block in blocks:
+        _check_block_sizes(block, limits)
+
+
+def _check_block_sizes(block: dict, limits: Limits) -> None:
+    invokes = block.get("invokes")
     if isinstance(invokes, list):
         rows = [row for invoke in invokes if isinstance(invoke, list) for row in invoke]
         if len(rows) > limits.max_batch_size:
@@ -67,20 +83,43 @@ def check_sizes(document: Any, limits: Limits) -> None:
             raise ProtocolError(
                 f"a prompt has {longest} tokens, over this server's limit of {limits.max_prompt_tokens}"
             )
-    options = document.get("options")
+    options = block.get("options")
     steps = options.get("max_new_tokens") if isinstance(options, dict) else None
     if _is_int(steps) and steps > limits.max_new_tokens:
         raise ProtocolError(f"max_new_tokens={steps} is over this server's limit of {limits.max_new_tokens}")
 
 
-def validate_graph(graph: Graph, meta_model: torch.nn.Module, limits: Limits) -> None:
-    """Raise ProtocolError naming the first thing in `graph` that the server will not run on `meta_model`."""
+def validate_request(request: Request, meta_model: torch.nn.Module, limits: Limits) -> None:
+    """Raise ProtocolError naming the first thing in `request` (a graph, or a session's graphs) that the server will
+    not run on `meta_model`; in a session, the block it is in."""
+    if isinstance(request, Graph):
+        validate_graph(request, meta_model, limits)
+        return
+    if request.nodes > limits.max_nodes:
+        raise ProtocolError(f"the session has {request.nodes} nodes, over this server's limit of {limits.max_nodes}")
+    for index, graph in enumerate(request.graphs):
+        with in_block(index):
+            validate_graph(graph, meta_model, limits, request.graphs[:index])
+
+
+@contextmanager
+def in_block(index: int) -> Iterator[None]:
+    """ProtocolErrors raised inside name block `index` of a session."""
+    try:
+        yield
+    except ProtocolError as error:
+        raise ProtocolError(f"block {index + 1} of the session: {error}") from None
+
+
+def validate_graph(graph: Graph, meta_model: torch.nn.Module, limits: Limits, earlier: Sequence[Graph] = ()) -> None:
+    """Raise ProtocolError naming the first thing in `graph` that the server will not run on `meta_model`; `earlier`
+    are the blocks before it in its session, whose nodes its `session.value` nodes may read."""
     _check_size(graph, limits)
     vocabulary = cast(Any, meta_model).get_input_embeddings().num_embeddings
     _check_inputs(graph, vocabulary, limits)
     steps = _check_options(graph, limits, vocabulary)
     for node in graph.nodes:
-        _check_node(node, graph, meta_model, steps)
+        _check_node(node, graph, meta_model, steps, earlier)
     _check_gradients(graph)
 
 
@@ -230,10 +269,12 @@ def _token_problem(tokens: Any, vocabulary: int) -> str | None:
     return None
 
 
-def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: int) -> None:
+def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: int, earlier: Sequence[Graph]) -> None:
     at = where(node)
     known = (OPERATIONS, MODULE_EVENTS, GRADIENT_OPS, MODEL_READS, CONTROL_OPS)
-    if not any(node.op in names for names in known):
+    if node.op == SESSION_VALUE:
+        _check_import(node, earlier)
+    elif not any(node.op in names for names in known):
         raise ProtocolError(f"{at}: `{cut(node.op, 60)}` is not an operation this server allows")
     for ref in iter_refs((node.args, node.kwargs)):
         if not 0 <= ref.id < node.id:
@@ -271,6 +312,21 @@ def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: in
         raise ProtocolError(f"{at}: a module setter takes (path, invoke, step, value)")
     if node.op == "module.skip" and not path:
         raise ProtocolError(f"{at}: the whole model cannot be skipped")
+
+
+def _check_import(node: Node, earlier: Sequence[Graph]) -> None:
+    """A `session.value` node reads a node of an earlier block of its session."""
+    at = where(node)
+    found = imported(node)
+    if not earlier:
+        raise ProtocolError(f"{at}: it reads an earlier block of a session, and this request has none before it")
+    if found is None or not all(_is_int(part) for part in found):
+        raise ProtocolError(f"{at}: session.value takes (block, node), two integers")
+    block, read = found
+    if not 0 <= block < len(earlier):
+        raise ProtocolError(f"{at}: block {block} is not an earlier block of the session (there are {len(earlier)})")
+    if not 0 <= read < len(earlier[block].nodes):
+        raise ProtocolError(f"{at}: block {block} has no node {read} (it has {len(earlier[block].nodes)})")
 
 
 def _check_condition(node: Node, graph: Graph) -> None:

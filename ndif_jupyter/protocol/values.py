@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ProtocolError
 from ..ir.graph import Ref
+from .limits import cut, quote
 
 DTYPES = {
     "bool": torch.bool,
@@ -94,7 +95,7 @@ def decode_value(data: Any, tensors: dict[str, torch.Tensor], where: str = "valu
     if isinstance(data, list):
         return [decode_value(item, tensors, f"{where}[{i}]") for i, item in enumerate(data)]
     if not isinstance(data, dict) or len(data) != 1:
-        raise ProtocolError(f"{where}: an object value must have exactly one key saying what it is")
+        raise ProtocolError(f"{cut(where)}: an object value must have exactly one key saying what it is")
     ((tag, content),) = data.items()
     if tag == "tuple" and isinstance(content, list):
         return tuple(decode_value(item, tensors, f"{where}[{i}]") for i, item in enumerate(content))
@@ -104,7 +105,7 @@ def decode_value(data: Any, tensors: dict[str, torch.Tensor], where: str = "valu
         return Ref(content)
     if tag == "tensor" and isinstance(content, str):
         if content not in tensors:
-            raise ProtocolError(f"{where}: the tensor {content!r} is not in the request's tensors")
+            raise ProtocolError(f"{cut(where)}: the tensor {quote(content)} is not in the request's tensors")
         return tensors[content]
     if tag == "slice" and isinstance(content, list) and len(content) == 3:
         return slice(*(decode_value(part, tensors, where) for part in content))
@@ -118,7 +119,7 @@ def decode_value(data: Any, tensors: dict[str, torch.Tensor], where: str = "valu
         try:
             return torch.device(content)
         except RuntimeError:
-            raise ProtocolError(f"{where}: {content!r} is not a device") from None
+            raise ProtocolError(f"{cut(where)}: {quote(content)} is not a device") from None
     if tag == "ellipsis" and content is True:
         return Ellipsis
-    raise ProtocolError(f"{where}: {tag!r} with {str(content)[:40]} is not a value of the format")
+    raise ProtocolError(f"{cut(where)}: {quote(tag, 40)} with {quote(str(content), 40)} is not a value of the format")

@@ -9,16 +9,19 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ..ir.graph import Graph
-from ..ir.result import ExecutionResult
+from ..ir.result import ExecutionResult, SessionResult
+from ..ir.session import Session
 from ..loading.loaded import LoadedModel
 from .local import LocalRunner
 from .server import SERVER, ServerRunner
 
 
 class Runner(Protocol):
-    """Runs a recorded graph somewhere and gives back its result."""
+    """Runs a recorded graph (or a session's graphs, in order) somewhere and gives back its result."""
 
     def run(self, graph: Graph) -> ExecutionResult: ...
+
+    def run_session(self, session: Session) -> SessionResult: ...
 
 
 def runner_for(loaded: LoadedModel, device_map: Any) -> Runner:

@@ -8,8 +8,10 @@ import torch
 
 from ..errors import NDIFError
 from ..execution.executor import execute
+from ..execution.session import execute_session
 from ..ir.graph import Graph
-from ..ir.result import ExecutionResult
+from ..ir.result import ExecutionResult, SessionResult
+from ..ir.session import Session
 from ..loading.loaded import LoadedModel
 
 
@@ -27,3 +29,6 @@ class LocalRunner:
 
     def run(self, graph: Graph) -> ExecutionResult:
         return execute(graph, self.loaded.dispatch(self.device_map))
+
+    def run_session(self, session: Session) -> SessionResult:
+        return execute_session(session, self.loaded.dispatch(self.device_map))

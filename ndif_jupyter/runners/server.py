@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from ..client import ServerClient
+from ..errors import ProtocolError
 from ..ir.graph import Graph
-from ..ir.result import ExecutionResult
+from ..ir.result import ExecutionResult, RunResult, SessionResult
+from ..ir.session import Session
 
 SERVER = "server"
 
@@ -20,4 +24,17 @@ class ServerRunner:
         self.model_name = model_name
 
     def run(self, graph: Graph) -> ExecutionResult:
-        return self.client.run(graph, self.model_name)
+        return _answer(self.client.run(graph, self.model_name), ExecutionResult)
+
+    def run_session(self, session: Session) -> SessionResult:
+        """Send a session's blocks as one request: one job, one round trip."""
+        return _answer(self.client.run(session, self.model_name), SessionResult)
+
+
+_Answer = TypeVar("_Answer", ExecutionResult, SessionResult)
+
+
+def _answer(result: RunResult, expected: type[_Answer]) -> _Answer:
+    if not isinstance(result, expected):
+        raise ProtocolError(f"the server answered with {type(result).__name__} where {expected.__name__} was due")
+    return result

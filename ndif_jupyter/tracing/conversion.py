@@ -26,7 +26,7 @@ def meta_of(value: Any, tracer: Recording) -> Any:
 
     def convert(leaf: Any) -> Any:
         if isinstance(leaf, Proxy):
-            return leaf.meta if leaf.tracer is tracer else to_meta(leaf.value)
+            return leaf.meta if leaf.tracer is tracer or not leaf.has_value else to_meta(leaf.value)
         if isinstance(leaf, torch.Tensor):
             return leaf.to("meta")
         return leaf
@@ -39,7 +39,8 @@ def meta_of(value: Any, tracer: Recording) -> Any:
 def to_graph(value: Any, tracer: Recording, source: Source | None) -> Any:
     """`value` as a graph argument: this block's proxies as Refs, tensors copied, constants as they are.
 
-    A saved value of a block that has run goes in as its value. Anything else is refused at the user's line.
+    A value of an earlier block of the same session goes in as a `session.value` node; a saved value of a block
+    that has run, as its value. Anything else is refused at the user's line.
     """
     __tracebackhide__ = True
     for container in iter_containers(value):
@@ -51,6 +52,9 @@ def to_graph(value: Any, tracer: Recording, source: Source | None) -> Any:
         if isinstance(leaf, Proxy):
             if leaf.tracer is tracer:
                 return Ref(leaf.node_id)
+            imported = tracer.imported_ref(leaf)
+            if imported is not None:
+                return imported
             try:
                 return to_graph(leaf.value, tracer, source)
             except Exception:

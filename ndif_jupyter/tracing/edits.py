@@ -32,6 +32,7 @@ class EditContext(Tracer):
     """
 
     kind = "trace"
+    joins_session = False
 
     def __init__(self, traced: TracedModel, model: Any, name: str):
         super().__init__(traced, model, _never_runs, None, {}, use_edits=False)

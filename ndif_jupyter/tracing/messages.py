@@ -75,6 +75,17 @@ def value_not_ready_text(node: Node, recording: bool, missing: str | None, failu
     return f"This value has no result: {failure or 'the graph did not run'}.\nIt was recorded at:\n{where}"
 
 
+def session_waiting_text(node: Node) -> str:
+    """Why `.value` of a value of a session's block cannot be read yet."""
+    where = node.source.describe() if node.source else "  (unknown line)"
+    saved = "" if node.saved else " (save it with `.save()` in its block to read it then)"
+    return (
+        "This value's block belongs to a session (`with model.session():`), whose blocks run together when it ends.\n"
+        f"The value was recorded at:\n{where}\nRead `.value` after the session{saved}, or use the value itself in a "
+        "later block of the session."
+    )
+
+
 def unsupported_attribute_text(meta: Any, name: str) -> str:
     """Why `.name` of a traced value cannot be recorded."""
     return (

@@ -240,10 +240,14 @@ class _BoundMethod:
 
 
 def operate(op: str, args: tuple, kwargs: dict, tracer: Recording) -> Any:
-    """Record `op` in the block that is recording among its operands' blocks; when none is (every block they come
-    from has ended), run it now on their saved values, as plain tensors."""
+    """Record `op` in the block that is recording among its operands' blocks, or, for values of a session's blocks
+    that wait for its end, in the session's block being recorded now; when there is none (every block they come from
+    has ended), run it now on their saved values, as plain tensors."""
     __tracebackhide__ = True
-    recording = next((p.tracer for p in proxies_in((args, kwargs)) if p.tracer.is_recording), None)
+    operands = list(proxies_in((args, kwargs)))
+    recording = next((p.tracer for p in operands if p.tracer.is_recording), None)
+    if recording is None:
+        recording = next((block for p in operands if (block := p.tracer.recording_in_session()) is not None), None)
     if recording is not None:
         return recording.record(op, args, kwargs)
     return tracer.run_now(op, args, kwargs)

@@ -15,6 +15,7 @@ from ..errors import TraceError, first_line
 from ..ir.graph import CONDITION, GraphKind, Node, Ref
 from ..ir.nested import SAVEABLE, leaves, map_leaves
 from ..ir.result import ExecutionResult
+from ..ir.session import SESSION_VALUE
 from ..ir.source import Source
 from ..operations import OPERATIONS, UNCONDITIONAL, meta_operation
 from .conversion import NOT_READY, invoker_of, meta_of, ready_of, to_graph
@@ -22,6 +23,7 @@ from .messages import (
     none_saved_text,
     op_text,
     operand_text,
+    session_waiting_text,
     unconditional_text,
     unsupported_attribute_text,
     value_not_ready_text,
@@ -33,6 +35,7 @@ from .tokens import token_key
 if TYPE_CHECKING:
     from .control import Condition
     from .invoker import Invoker
+    from .session import SessionContext
     from .traced_model import TracedModel
 
 
@@ -40,6 +43,8 @@ class BlockState(enum.Enum):
     """Where a block is in its life: recording its body, running its graph, done, or failed."""
 
     RECORDING = "recording"
+    WAITING = "waiting"
+    """A block of a session, recorded, that runs when the session ends."""
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
@@ -62,6 +67,10 @@ class Recording:
     """The `tracer.log(...)` nodes, printed in this order after the run."""
     kept_constants: set[int]
     """Ids of tensors that go into the graph as they are, not copied: a persistent edit's, which nothing changes."""
+    session: SessionContext | None
+    """The session this block runs with, when it was opened inside `with model.session():`."""
+    imported: dict[tuple[int, int], int]
+    """The `session.value` nodes of this block by the (block, node) of the session they read."""
     _saved: list[Proxy]
 
     def require_invoke(self, source: Source | None) -> Invoker:
@@ -80,6 +89,26 @@ class Recording:
     def is_recording(self) -> bool:
         """Whether the block is still being recorded (its values are traced, not computed)."""
         return self.state is BlockState.RECORDING
+
+    def imported_ref(self, proxy: Proxy) -> Ref | None:
+        """A value of an earlier block of this block's session as a node of this block (a `session.value` node,
+        made once per value, that no condition holds back); None when `proxy` is not such a value."""
+        block = self.session.block_index(proxy.tracer) if self.session is not None else None
+        if block is None:
+            return None
+        key = (block, proxy.node_id)
+        if key not in self.imported:
+            node = Node(len(self.nodes), SESSION_VALUE, key, {}, user_source())
+            self.nodes.append(node)
+            self.imported[key] = node.id
+        return Ref(self.imported[key])
+
+    def recording_in_session(self) -> Recording | None:
+        """While this block waits for its session's end: the block of that session being recorded now, if any."""
+        if self.state is not BlockState.WAITING or self.session is None:
+            return None
+        block = self.traced.open_block
+        return block if block is not None and block.session is self.session and block.is_recording else None
 
     def run_now(self, op: str, args: tuple, kwargs: dict) -> Any:
         """`op` run at once on the saved values of ended blocks (a later cell's `means[3][0]` or `h.mean()`)."""
@@ -132,10 +161,11 @@ class Recording:
         return self.record("getitem", (proxy, key), {})
 
     def mark_saved(self, proxy: Proxy) -> None:
-        """`proxy.save()`: keep its value after the run."""
+        """`proxy.save()`: keep its value after the run (also for a block of a session that waits for its end)."""
         __tracebackhide__ = True
         source = user_source()
-        self._check_recording(source)
+        if self.state is not BlockState.WAITING:
+            self._check_recording(source)
         if proxy.tracer is not self:
             raise TraceError(
                 "This value belongs to another block; save values inside the block that made them.", source
@@ -211,6 +241,8 @@ class Recording:
         return user_source()
 
     def value_not_ready_message(self, node_id: int) -> str:
+        if self.state is BlockState.WAITING:
+            return session_waiting_text(self.nodes[node_id])
         missing = self.result.missing.get(node_id) if self.result is not None else None
         return value_not_ready_text(self.nodes[node_id], self.state is BlockState.RECORDING, missing, self.failure)
 

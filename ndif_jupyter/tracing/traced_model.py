@@ -12,6 +12,7 @@ from .source import user_source
 
 if TYPE_CHECKING:
     from .replay import EditSet
+    from .session import SessionContext
     from .tracer import Tracer
 
 
@@ -23,6 +24,8 @@ class TracedModel:
         self.shapes = loaded.shapes
         self.root = Envoy(self, "", loaded.meta_model)
         self.open_block: Tracer | None = None
+        self.session: SessionContext | None = None
+        """The session open on this model: the blocks opened now run at its end."""
         self.edits: dict[str, EditSet] = {}
         """The persistent edit sets by name, applied by every block opened with edits, in this order."""
         self._lock = threading.Lock()
@@ -60,6 +63,24 @@ class TracedModel:
                     "End the open `with` block first.",
                 )
             self.open_block = block
+
+    def begin_session(self, session: SessionContext) -> None:
+        """Open `session`; refused inside a block or another session."""
+        __tracebackhide__ = True
+        with self._lock:
+            if self.session is not None or self.open_block is not None:
+                raise TraceError(
+                    "A session is opened outside any other session or block of this model.",
+                    user_source(),
+                    "End the open `with` block first; one session holds as many blocks as you need.",
+                )
+            self.session = session
+
+    def end_session(self, session: SessionContext) -> None:
+        """`session` is no longer open."""
+        with self._lock:
+            if self.session is session:
+                self.session = None
 
     def end(self, block: Tracer) -> None:
         """`block` is no longer open (nothing happens if another block is)."""

@@ -32,6 +32,7 @@ from .source import user_source
 from .steps import Steps
 
 if TYPE_CHECKING:
+    from .session import SessionContext
     from .traced_model import TracedModel
 
 GraphRunner = Callable[[Graph], ExecutionResult]
@@ -74,6 +75,8 @@ class Tracer(GradientAccess):
         self.use_edits = use_edits
         """Whether the model's persistent edits apply to this block (`edits=False` leaves them out)."""
         self.kept_constants: set[int] = set()
+        self.session: SessionContext | None = None
+        self.imported: dict[tuple[int, int], int] = {}
         self._step_records: dict[tuple[int, int, int], StepRecord] = {}
         self._touched: dict[tuple[int, int], set[str]] = {}
         self._skipped: dict[tuple[int, int], set[str]] = {}
@@ -81,9 +84,13 @@ class Tracer(GradientAccess):
         self.trainables: list[tuple[Proxy, torch.Tensor]] = []
         self.trainable_grads: list[tuple[torch.Tensor, Proxy]] = []
 
+    joins_session = True
+    """Whether the block, opened inside `with model.session():`, runs with the session's blocks at its end."""
+
     # ----- the block -----
     def __enter__(self):
         self.traced.begin(self)
+        self.session = self.traced.session if self.joins_session else None
         return self
 
     def __exit__(self, exc_type, exc, tb) -> Literal[False]:
@@ -105,9 +112,15 @@ class Tracer(GradientAccess):
         return dict(options)
 
     def _complete(self) -> None:
-        """What the block does when its body ends without an error: run its graph."""
+        """What the block does when its body ends without an error: run its graph, or, inside a session, wait for
+        the session's end."""
         __tracebackhide__ = True
-        self._run()
+        self._check_runnable()
+        if self.session is None:
+            self._run()
+            return
+        self.session.add(self)
+        self.state = BlockState.WAITING
 
     def invoke(self, prompt: Any) -> Invoker:
         """Add prompts to the batch; interventions inside `with tracer.invoke(...)` apply to them alone."""
@@ -241,24 +254,34 @@ class Tracer(GradientAccess):
             ),
         )
 
-    def _run(self) -> None:
+    def _check_runnable(self) -> None:
         __tracebackhide__ = True
         if not self.invokes:
-            self.state = BlockState.FAILED
-            self.failure = "the block had no invoke, so nothing ran"
+            self.fail("the block had no invoke, so nothing ran")
             raise TraceError(
                 "This block has no prompt to run.", None, "Add `with generator.invoke(prompt):` inside the block."
             )
-        self.state = BlockState.RUNNING
         self.batch_length = max(invoker.length for invoker in self.invokes)
+
+    def _run(self) -> None:
+        __tracebackhide__ = True
+        self.state = BlockState.RUNNING
         try:
             result = self.runner(self.graph())
         except BaseException as error:
-            self.state = BlockState.FAILED
-            self.failure = f"running the graph failed ({type(error).__name__})"
+            self.fail(f"running the graph failed ({type(error).__name__})")
             if isinstance(error, (ExecutionError, TraceError)):
                 raise error.with_traceback(None) from None
             raise
+        self.finish(result)
+
+    def fail(self, failure: str) -> None:
+        """The block will not run: its values say `failure` when read."""
+        self.state = BlockState.FAILED
+        self.failure = failure
+
+    def finish(self, result: ExecutionResult) -> None:
+        """The block ran: its saved values, the gradients of its trainables and its logs from `result`."""
         self.state = BlockState.DONE
         self.result = result
         for proxy in self._saved:

@@ -12,6 +12,7 @@ from tornado.http1connection import HTTP1Connection
 
 from ndif_jupyter.client import CLIENT_HEADER
 from ndif_jupyter.errors import NDIFError
+from ndif_jupyter.ir.session import steps_of
 from ndif_jupyter.protocol.admission import Refusal, too_large_message
 from ndif_jupyter.protocol.container import CONTENT_TYPE
 from ndif_jupyter.protocol.limits import cut
@@ -137,14 +138,13 @@ class JobsApi(NDIFApi):
             core.check_caps(caller, cost, admission.model.name)
         except Refusal as refusal:
             raise self.refuse(refusal) from None
-        graph = admission.graph
-        steps = graph.options["max_new_tokens"] if graph.kind == "generate" else 1
+        request = admission.request
         client = client_of(self.request.headers.get(CLIENT_HEADER))
         try:
-            job = core.store.new(admission.model.name, graph.kind, steps, caller.name, cost, client)
+            job = core.store.new(admission.model.name, request.kind, steps_of(request), caller.name, cost, client)
         except StoreUnavailable as error:
             raise web.HTTPError(503, cut(str(error), 600)) from None
-        backend.submit(job, graph)
+        backend.submit(job, request)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + job.id)
         self.write_json(core.job_document(job), status=202)
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ndif_jupyter.errors import NotInBatch, RunTimedOut
-from ndif_jupyter.execution.executor import execute, execute_batch
+from ndif_jupyter.execution.executor import execute_batch
 from ndif_jupyter.execution.guard import RunGuard
+from ndif_jupyter.execution.session import run_request
 from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.protocol.admission import Refusal, admit
 from ndif_jupyter.protocol.limits import Limits
@@ -69,7 +70,7 @@ class Worker:
         for job_id in job_ids:
             request = bytearray(b"".join(self.parts.pop(job_id, [])))
             try:
-                admitted[job_id] = admit(request, lambda name: self.model, self.limits).graph
+                admitted[job_id] = admit(request, lambda name: self.model, self.limits).request
             except Refusal as refusal:
                 self._send({"kind": "error", "job": job_id, "error": _refusal_document(refusal)})
             except Exception as error:
@@ -107,10 +108,10 @@ class Worker:
     def _guard(self) -> RunGuard:
         return RunGuard(seconds=self.limits.max_job_seconds, max_value_bytes=self.limits.max_memory_bytes)
 
-    def _alone(self, job_id: str, graph: Any) -> Any:
+    def _alone(self, job_id: str, request: Any) -> Any:
         try:
             on_forward = self._reporter([job_id])
-            return execute(graph, self.weights, on_forward=on_forward, guard=self._guard())
+            return run_request(request, self.weights, on_forward=on_forward, guard=self._guard())
         except Exception as error:
             return error
 

@@ -12,6 +12,7 @@ import torch
 
 from ndif_jupyter.execution.merging import batch_key, similar_length
 from ndif_jupyter.ir.graph import Graph
+from ndif_jupyter.ir.session import Request
 from ndif_jupyter.loading.checkpoints import DEFAULT_MODEL_ALIASES
 from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.protocol.limits import Limits, cut
@@ -36,12 +37,12 @@ class Backend:
         self._build_lock = threading.Lock()
         self._described: dict[str, dict[str, Any]] = {}
         self.queues: dict[str, FairQueue[str]] = {name: FairQueue() for name in self.models}
-        self._graphs: dict[str, Graph] = {}
+        self._graphs: dict[str, Request] = {}
         self._graphs_lock = threading.Lock()
         self.running: dict[str, list[Job]] = {}
         self._running_lock = threading.Lock()
 
-    def submit(self, job: Job, graph: Graph) -> None:
+    def submit(self, job: Job, graph: Request) -> None:
         """Queue a job to run on its model when its turn comes."""
         with self._graphs_lock:
             self._graphs[job.id] = graph
@@ -51,7 +52,7 @@ class Backend:
     def _queued(self, name: str) -> None:
         """A job was queued for model `name`: wake what takes them."""
 
-    def next_job(self, name: str, timeout: float | None = 0) -> tuple[Job, Graph] | None:
+    def next_job(self, name: str, timeout: float | None = 0) -> tuple[Job, Request] | None:
         """The next job of model `name` in fair order that is still to run, waiting up to `timeout` seconds (0: not
         at all, None: until the queue closes)."""
         queue = self.queues[name]
@@ -67,18 +68,20 @@ class Backend:
             if job is not None and job.status == "queued" and not job.cancel_requested:
                 return job, graph
 
-    def next_batch(self, name: str, timeout: float | None = 0) -> list[tuple[Job, Graph]]:
+    def next_batch(self, name: str, timeout: float | None = 0) -> list[tuple[Job, Request]]:
         """The next job of model `name` in fair order (waiting as `next_job` does), and after it the waiting jobs
         that can share its batch, in fair order: the same `batch_key`, a `similar_length`, up to `batch_jobs` jobs,
-        `max_batch_size` rows and `max_memory_bytes` of values (by the jobs' costs). Empty when no job came."""
+        `max_batch_size` rows and `max_memory_bytes` of values (by the jobs' costs). A session runs alone. Empty when
+        no job came."""
         first = self.next_job(name, timeout)
         if first is None:
             return []
         batch = [first]
-        key = batch_key(first[1]) if first[1] is not None else None
-        if self.batch_jobs == 1 or key is None:
+        lead = first[1]
+        key = batch_key(lead) if isinstance(lead, Graph) else None
+        if self.batch_jobs == 1 or key is None or not isinstance(lead, Graph):
             return batch
-        rows = first[1].batch_size
+        rows = lead.batch_size
         memory = _peak_bytes(first[0])
 
         def accept(job_id: str) -> bool:
@@ -88,7 +91,7 @@ class Backend:
             job = self.store.get(job_id)
             if graph is None or job is None or job.status != "queued" or job.cancel_requested:
                 return False
-            if batch_key(graph) != key or not similar_length(first[1], graph):
+            if not isinstance(graph, Graph) or batch_key(graph) != key or not similar_length(lead, graph):
                 return False
             if rows + graph.batch_size > self.limits.max_batch_size:
                 return False

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ndif_jupyter.ir.graph import Graph
+from ndif_jupyter.ir.session import Request
 from ndif_jupyter.protocol.limits import Limits
 from ndif_jupyter.protocol.request import encode_request
 
@@ -126,7 +126,7 @@ class GatewayBackend(Backend):
                 self._batches.pop(replica, None)
                 self.ended(name, jobs)
 
-    async def _run(self, batch: list[tuple[Job, Graph]], replica: Replica) -> list[tuple[Job, Graph]]:
+    async def _run(self, batch: list[tuple[Job, Request]], replica: Replica) -> list[tuple[Job, Request]]:
         """Run a batch on a replica; the jobs to run again (those interrupted with the batch for another's cancel)."""
         store = self.store
         batch = [(job, graph) for job, graph in batch if not job.cancel_requested]
@@ -176,7 +176,7 @@ class GatewayBackend(Backend):
         error = {"type": "GatewayError", "message": message, "hint": None, "source": None, "phase": phase}
         self.store.update(job, status="error", phase="failed", finished=time.time(), error=error)
 
-    async def _attempt(self, batch: list[tuple[Job, Graph]], replica: Replica) -> list[_ResultCollector] | None:
+    async def _attempt(self, batch: list[tuple[Job, Request]], replica: Replica) -> list[_ResultCollector] | None:
         """Send the batch to the replica's warm kernel and wait for it; None when the kernel had lost its worker
         before the batch began (it died or restarted while idle), so that the batch can go to a fresh kernel."""
         jobs = [job for job, _ in batch]

@@ -7,15 +7,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ndif_jupyter.errors import NDIFError, NotInBatch, RunCancelled, RunTimedOut
-from ndif_jupyter.execution.executor import execute, execute_batch
+from ndif_jupyter.execution.executor import execute_batch
 from ndif_jupyter.execution.guard import RunGuard
+from ndif_jupyter.execution.session import run_request
 from ndif_jupyter.ir.graph import Graph
-from ndif_jupyter.ir.result import ExecutionResult
+from ndif_jupyter.ir.result import RunResult
+from ndif_jupyter.ir.session import Request
 from ndif_jupyter.loading.loaded import LoadedModel
 from ndif_jupyter.protocol.limits import Limits
 from ndif_jupyter.protocol.result import check_result_size, write_result
@@ -92,7 +94,7 @@ class LocalBackend(Backend):
             self._replicas[(name, replica)] = LoadedModel(name)
         return self._replicas[(name, replica)].dispatch(self.replica_device_maps[replica])
 
-    def _run(self, batch: list[tuple[Job, Graph]], replica: int) -> None:
+    def _run(self, batch: list[tuple[Job, Request]], replica: int) -> None:
         batch = [(job, graph) for job, graph in batch if not job.cancel_requested and job.status == "queued"]
         if not batch:
             return
@@ -114,7 +116,7 @@ class LocalBackend(Backend):
         guard = self._guard(lambda: self.stopping or all(job.cancel_requested for job in jobs))
         try:
             outcomes: list[Any] = execute_batch(
-                [graph for _, graph in batch],
+                [cast(Graph, graph) for _, graph in batch],
                 torch_model,
                 on_forward=StepReporter(store, jobs),
                 guard=guard,
@@ -135,15 +137,15 @@ class LocalBackend(Backend):
         """A run's guard: `should_stop`, and this server's time and memory limits for a job."""
         return RunGuard(should_stop, self.limits.max_job_seconds, self.limits.max_memory_bytes)
 
-    def _alone(self, job: Job, graph: Graph, torch_model: torch.nn.Module) -> ExecutionResult | BaseException:
-        """Run one job by itself: its result, or the error that ended it."""
+    def _alone(self, job: Job, request: Request, torch_model: torch.nn.Module) -> RunResult | BaseException:
+        """Run one job (a graph or a session) by itself: its result, or the error that ended it."""
         guard = self._guard(lambda: job.cancel_requested or self.stopping)
         try:
-            return execute(graph, torch_model, on_forward=StepReporter(self.store, [job]), guard=guard)
+            return run_request(request, torch_model, on_forward=StepReporter(self.store, [job]), guard=guard)
         except Exception as error:
             return error
 
-    def _finish(self, job: Job, outcome: ExecutionResult | BaseException) -> None:
+    def _finish(self, job: Job, outcome: RunResult | BaseException) -> None:
         """Write a job's result, or record how it ended."""
         store = self.store
         try:
