@@ -215,7 +215,9 @@ def test_sessions_say_what_is_wrong(gpt2: Model):
                 pass
         with gpt2.trace(PROMPT):
             hidden = first.output[0, -1]
-        with pytest.raises(TraceError, match="another block that has not run"):
+        with pytest.raises(
+            TraceError, match="another block, where it has none: This value's block belongs to a session"
+        ):
             with gpt2.edit():
                 first.output[:, -1] = hidden
     with gpt2.trace(PROMPT):

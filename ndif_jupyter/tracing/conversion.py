@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import TraceError
+from ..errors import TraceError, ValueNotReadyError, first_line
 from ..ir.graph import CONSTANT_TYPES, Ref
 from ..ir.nested import describe, first_input, iter_containers, map_leaves
 from ..ir.source import Source
@@ -56,13 +56,14 @@ def to_graph(value: Any, tracer: Recording, source: Source | None) -> Any:
             if imported is not None:
                 return imported
             try:
-                return to_graph(leaf.value, tracer, source)
-            except Exception:
+                value = leaf.value
+            except ValueNotReadyError as error:
                 raise TraceError(
-                    "This value comes from another block that has not run (or did not save it).",
+                    f"This value comes from another block, where it has none: {first_line(error)}",
                     source,
-                    "Save it with `.save()` in its own block and use it after that block ends.",
+                    "Save it with `.save()` in its own block and use it after that block has run.",
                 ) from None
+            return to_graph(value, tracer, source)
         if isinstance(leaf, torch.Tensor):
             return leaf if id(leaf) in tracer.kept_constants else leaf.detach().clone()
         if isinstance(leaf, CONSTANT_TYPES):
