@@ -137,15 +137,42 @@ def test_values_are_read_after_the_session_and_say_so_before(gpt2: Model):
             hidden.value
         assert "after the session" in str(error.value)
         with pytest.raises(ValueNotReadyError, match="save it with"):
-            unsaved + 1
-        with pytest.raises(ValueNotReadyError, match="session"):
-            torch.softmax(hidden, -1)
+            unsaved.value
         with gpt2.trace(OTHER) as tracer:
             assert tracer.session is not None
             shifted = (unsaved * 2).save()
         unsaved.save()  # its block waits for the session's end, so it can still keep a value
     assert torch.equal(shifted.value, hidden.value[0, 0] * 2)
     assert torch.equal(unsaved.value, hidden.value[0, 0])
+
+
+def test_operations_between_blocks_run_in_the_latest_block_they_read(gpt2: Model):
+    first, second, _ = (gpt2.module(path) for path in layer_paths(gpt2))
+    with gpt2.session() as session:
+        with gpt2.trace(PROMPT):
+            clean = first.output[0, -1]
+        with gpt2.trace(OTHER) as corrupted:
+            other = first.output[0, -1]
+        difference = torch.softmax(clean - other, -1) * 3
+        kept = difference.save()
+        with pytest.raises(ValueNotReadyError, match="after the session"):
+            kept.value
+        with gpt2.trace(OTHER):
+            second.output[:, -1] += difference
+            logits = gpt2.lm_head.output.save()
+        graphs = [block.graph() for block in session.blocks]
+    assert difference.tracer is corrupted and graphs[1].nodes[-1].op == "mul"
+    assert [node.args for node in graphs[1].nodes if node.op == "session.value"] == [(0, clean.node_id)]
+    with gpt2.trace(PROMPT):
+        clean_value = first.output[0, -1].save()
+    with gpt2.trace(OTHER):
+        other_value = first.output[0, -1].save()
+    expected_difference = torch.softmax(clean_value.value - other_value.value, -1) * 3
+    with gpt2.trace(OTHER):
+        second.output[:, -1] += expected_difference
+        expected = gpt2.lm_head.output.save()
+    assert torch.equal(kept.value, expected_difference)
+    assert torch.equal(logits.value, expected.value)
 
 
 def test_only_values_later_blocks_read_are_kept(gpt2: Model):

@@ -240,9 +240,10 @@ class _BoundMethod:
 
 
 def operate(op: str, args: tuple, kwargs: dict, tracer: Recording) -> Any:
-    """Record `op` in the block that is recording among its operands' blocks, or, for values of a session's blocks
-    that wait for its end, in the session's block being recorded now; when there is none (every block they come from
-    has ended), run it now on their saved values, as plain tensors."""
+    """Record `op` in the block that is recording among its operands' blocks. Values of a session's blocks that
+    wait for its end go into the session's block being recorded now, or, written between two blocks, into the latest
+    of their own blocks (the operation runs there, and later blocks read it as any value of that block). When no
+    block is left to record in (every block they come from has ended), run it now on their saved values."""
     __tracebackhide__ = True
     operands = list(proxies_in((args, kwargs)))
     recording = next((p.tracer for p in operands if p.tracer.is_recording), None)
@@ -250,6 +251,10 @@ def operate(op: str, args: tuple, kwargs: dict, tracer: Recording) -> Any:
         recording = next((block for p in operands if (block := p.tracer.recording_in_session()) is not None), None)
     if recording is not None:
         return recording.record(op, args, kwargs)
+    waiting = [p.tracer for p in operands if p.tracer.waits_in_session()]
+    if waiting:
+        latest = max(waiting, key=lambda block: block.session_place())
+        return latest.record(op, args, kwargs, between_blocks=True)
     return tracer.run_now(op, args, kwargs)
 
 

@@ -103,6 +103,15 @@ class Recording:
             self.imported[key] = node.id
         return Ref(self.imported[key])
 
+    def waits_in_session(self) -> bool:
+        """Whether this block waits for the end of a session that is still open."""
+        return self.state is BlockState.WAITING and self.session is not None and self.traced.session is self.session
+
+    def session_place(self) -> int:
+        """This block's place among its session's blocks (-1 outside one)."""
+        index = self.session.block_index(self) if self.session is not None else None
+        return -1 if index is None else index
+
     def recording_in_session(self) -> Recording | None:
         """While this block waits for its session's end: the block of that session being recorded now, if any."""
         if self.state is not BlockState.WAITING or self.session is None:
@@ -119,11 +128,13 @@ class Recording:
 
         return OPERATIONS[op](*map_leaves(value_of, args), **map_leaves(value_of, kwargs))
 
-    def record(self, op: str, args: tuple, kwargs: dict) -> Proxy:
-        """Record an allowlisted operation on traced values, checking it on their meta values first."""
+    def record(self, op: str, args: tuple, kwargs: dict, between_blocks: bool = False) -> Proxy:
+        """Record an allowlisted operation on traced values, checking it on their meta values first; with
+        `between_blocks`, in this block of a session after it ended (an operation written between two blocks)."""
         __tracebackhide__ = True
         source = user_source()
-        self._check_recording(source)
+        if not (between_blocks and self.waits_in_session()):
+            self._check_recording(source)
         try:
             meta = meta_operation(op)(*meta_of(args, self), **meta_of(kwargs, self))
         except TraceError:

@@ -28,7 +28,8 @@ class SessionContext:
     it: each is recorded as usual, and at the session's end they run in order as one request (one job, one round
     trip to a server). A later block may use any value of an earlier one, saved or not (`h` of the first block in
     an operation or a setter of the second): the value goes from one block to the next where they run, without
-    coming back to the kernel. Each block gets its own copy of it, so what a block changes stays in that block.
+    coming back to the kernel. Each block gets its own copy of it, so what a block changes stays in that block. An
+    operation written between two blocks on their values is recorded in the latest block it reads, and runs there.
 
     Saved values are read after the session, as after a block; until it ends, a value of one of its blocks can still
     be saved. `device_map` is where every block of it runs.
