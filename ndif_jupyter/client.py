@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from .api_address import API_PATH, api_address
 from .errors import ExecutionError, NDIFError, RunCancelled, TraceError
 from .ir.result import RunResult
 from .ir.session import Request
@@ -82,10 +83,11 @@ class ServerClient:
         quiet_seconds: float | None = 0.5,
         reconnect_seconds: float = 120.0,
     ):
-        """`quiet_seconds`: show the progress line once a job has taken this long (None: never).
-        `reconnect_seconds`: how long a lost server is waited for while a job runs."""
-        self.url = url if url.endswith("/") else url + "/"
-        self.token = token
+        """`url`: the API's URL, or the Jupyter server's it runs in (`api_address`; a `?token=` in it is the token
+        when `token` is empty). `quiet_seconds`: show the progress line once a job has taken this long (None:
+        never). `reconnect_seconds`: how long a lost server is waited for while a job runs."""
+        self.url, token_in_url = api_address(url)
+        self.token = token or token_in_url
         self.request_timeout = request_timeout
         self.quiet_seconds = quiet_seconds
         self.reconnect_seconds = reconnect_seconds
@@ -233,7 +235,7 @@ class ServerClient:
             ) as answer:
                 return _read_body(answer)
         except urllib.error.HTTPError as error:
-            message = _http_error_message(self.url, error)
+            message = _http_error_message(self.url, path, error)
             if error.code in _NOT_ANSWERING_STATUSES:
                 raise ServerUnavailable(message, after_sending=error.code == 504) from None
             raise ServerRefused(message, error.code, _retry_after(error)) from None
@@ -286,15 +288,22 @@ def _retry_after(error: urllib.error.HTTPError) -> float | None:
         return None
 
 
-def _http_error_message(url: str, error: urllib.error.HTTPError) -> str:
+def _http_error_message(url: str, path: str, error: urllib.error.HTTPError) -> str:
     try:
         message = json.loads(error.read() or b"{}").get("message") or error.reason
     except ValueError:
         message = error.reason
-    if error.code == 401:
-        return f"The ndif server at {url} needs authentication: {SERVER_TOKEN_ENV} is missing or wrong ({message})."
-    if error.code == 403:
-        return f"The ndif server at {url} does not allow this user to run graphs ({message})."
+    if error.code in (401, 403):
+        said = str(message).strip().rstrip(".")
+        if error.code == 401:
+            return f"The ndif server at {url} needs authentication: {SERVER_TOKEN_ENV} is missing or wrong ({said})."
+        return f"The ndif server at {url} does not allow this user to run graphs ({said})."
+    if error.code == 404 and path.split("?")[0] in ("models", "jobs"):
+        return (
+            f"There is no ndif API at {url} (the server answered 404). {SERVER_URL_ENV} is the Jupyter server's URL "
+            f"(the API is then its `{API_PATH}`) or the API's own; check that it names the Jupyter server where "
+            "ndif-jupyter is installed, and that its extension is enabled there (`jupyter server extension list`)."
+        )
     if error.code == 400:
         return f"The ndif server refused the graph: {message}"
     if error.code == 413:

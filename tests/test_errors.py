@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 
 import pytest
@@ -175,8 +176,25 @@ def test_an_unknown_model_gives_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NDIF_CHECKPOINTS", str(tmp_path))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(NDIFError, match="Could not find the model 'no-such/model'"):
+    with pytest.raises(NDIFError, match="Could not find the model 'no-such/model'") as error:
         Model("no-such/model")
+    assert "checkpoint cache holds" not in str(error.value) and "Did you mean" not in str(error.value)
+
+
+def test_a_mistyped_model_name_gets_the_close_names_in_the_cache(tmp_path, monkeypatch, gpt2_dir):
+    import shutil
+
+    from ndif_jupyter import NDIFError
+    from ndif_jupyter.loading.checkpoints import cached_folder
+
+    monkeypatch.setenv("NDIF_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    shutil.copytree(gpt2_dir, cached_folder("acme/tiny-gpt2"))
+    assert Model("acme/tiny-gpt2").config.n_layer == 4
+    with pytest.raises(NDIFError, match="Did you mean 'acme/tiny-gpt2'"):
+        Model("acme/tiny-gtp2")
+    with pytest.raises(NDIFError, match="The checkpoint cache holds 'acme/tiny-gpt2'"):
+        Model("other/thing")
 
 
 def test_nothing_of_a_run_stays_alive_after_it(gpt2: Model):
@@ -209,3 +227,23 @@ def test_asking_for_a_gpu_on_a_machine_without_one_fails_when_the_block_opens(gp
     with pytest.raises(NDIFError, match="needs a CUDA GPU"):
         gpt2.generate(device_map="cuda", max_new_tokens=1)
     assert gpt2.local_model is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "options", "message"),
+    [
+        ("generate", {"max_new_tokens": 0}, "max_new_tokens=0: it must be an integer of at least 1"),
+        ("generate", {"max_new_tokens": 4, "temperature": -1.0}, "temperature=-1.0: it must be between 0.0 and inf"),
+        ("generate", {"max_new_tokens": 2, "min_new_tokens": 5}, "min_new_tokens=5 is more than max_new_tokens=2"),
+        ("generate", {"max_new_tokens": 2, "suppress_tokens": [10**6]}, "token ids must be integers from 0 to"),
+        ("trace", {"output_attentions": "yes"}, "output_attentions='yes': it must be true or false"),
+    ],
+)
+def test_option_values_are_checked_at_the_blocks_line_before_any_weights_load(gpt2: Model, kind, options, message):
+    opened = gpt2.generate if kind == "generate" else gpt2.trace
+    with pytest.raises(TraceError, match=re.escape(message)) as error:
+        with opened(**options) as block:
+            with block.invoke(PROMPT):
+                pass
+    assert error.value.source is not None and "opened(**options)" in error.value.source.line
+    assert gpt2.local_model is None, "nothing was loaded"

@@ -3,7 +3,7 @@
 Rooms, bottom to top (a room may import only rooms below it, and rooms on one level do not import each other):
 
     0  ir                                   the graph, nested values, source lines, a run's result
-    1  errors, operations, indexing                what goes wrong; the allowlist of operations
+    1  errors, operations, indexing, api_address   what goes wrong; the allowlist of operations; the API's address
     2  loading                              checkpoints, LoadedModel, the shape oracle
     3  tracing | execution | protocol       recording graphs | running them | encoding and admitting them
     4  client                               the server's REST API from a kernel
@@ -34,6 +34,7 @@ RANKS = {
     "ndif_jupyter.errors": 1,
     "ndif_jupyter.operations": 1,
     "ndif_jupyter.indexing": 1,
+    "ndif_jupyter.api_address": 1,
     "ndif_jupyter.loading": 2,
     "ndif_jupyter.tracing": 3,
     "ndif_jupyter.execution": 3,

@@ -226,6 +226,8 @@ def test_pass_through_generation_options_reach_generate(ip, gpt2: Model):
     [
         ("generate gpt2 --max-new-tokens three", "invalid int value"),
         ("generate gpt2 --temprature 0.5", "Did you mean --temperature"),
+        ('generate gpt2 --promt "Hello"', "Did you mean --prompt"),
+        ("generate gpt2 --max-new-tokens 0", "max_new_tokens=0: it must be an integer of at least 1"),
         ("trace gpt2 --max-new-tokens 3", "--max-new-tokens applies to `%%ndif generate`"),
         ("generate gpt2 --num-beams 2 --num-return-sequences 3", "more than num_beams=2"),
         ("generate gpt2 --server", "server extension"),

@@ -99,3 +99,17 @@ def _plain(text: str) -> str:
     import re
 
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_loading_the_extension_binds_model_and_browse_where_the_names_are_free(gpt2_dir):
+    manager, client = start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT)
+    try:
+        content, _ = execute(client, "browse = 'mine'\n%load_ext ndif_jupyter")
+        assert content["status"] == "ok"
+        content, messages = execute(client, f"model = Model({str(gpt2_dir)!r})\nbrowse, type(model).__module__")
+        assert content["status"] == "ok", content
+        results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
+        assert results == ["('mine', 'ndif_jupyter.model')"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)

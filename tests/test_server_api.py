@@ -498,3 +498,18 @@ async def test_a_users_oldest_results_expire_past_their_storage_and_a_job_that_c
         await jp_fetch("ndif", "api", "jobs", method="POST", body=body)
     assert caught.value.code == 429 and caught.value.response.headers["Retry-After"]
     assert "max_stored_bytes_per_user" in json.loads(caught.value.response.body)["message"]
+
+
+async def test_the_client_takes_the_jupyter_servers_url_and_says_what_is_wrong_with_an_address(jp_fetch, server):
+    from ndif_jupyter.client import ServerClient, ServerRefused
+
+    api, token = os.environ[SERVER_URL_ENV], os.environ[SERVER_TOKEN_ENV]
+    root = api.removesuffix("ndif/api/")
+    models = await asyncio.to_thread(ServerClient(f"{root}lab/tree/work?token={token}").models)
+    assert [entry["name"] for entry in models["models"]]
+    with pytest.raises(ServerRefused) as refused:
+        await asyncio.to_thread(ServerClient(root, "wrong").models)
+    message = str(refused.value)
+    assert refused.value.status == 401 and message.endswith(").") and ".)" not in message, message
+    with pytest.raises(ServerRefused, match=r"There is no ndif API at \S+/elsewhere/api/ \(the server answered 404\)"):
+        await asyncio.to_thread(ServerClient(f"{root}elsewhere/api/", token).models)

@@ -7,6 +7,7 @@ support, and saved as an ordinary checkpoint folder, which later loads in well u
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import subprocess
@@ -83,6 +84,21 @@ def list_cached() -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name.replace("--", "/") for p in root.iterdir() if p.is_dir() and is_checkpoint(p))
+
+
+def cached_text(name: str) -> str:
+    """What a message about a model that was not found says of the checkpoint cache: the names close to `name` in
+    it, else every name it holds (at most 20), else nothing."""
+    cached = list_cached()
+    if not cached:
+        return ""
+    short = {entry.rsplit("/", 1)[-1].lower(): entry for entry in cached}
+    close = difflib.get_close_matches(name.rsplit("/", 1)[-1].lower(), list(short), n=3, cutoff=0.6)
+    if close:
+        return " Did you mean " + ", ".join(repr(short[found]) for found in close) + "?"
+    shown = ", ".join(repr(entry) for entry in cached[:20])
+    more = f" and {len(cached) - 20} more" if len(cached) > 20 else ""
+    return f" The checkpoint cache holds {shown}{more}."
 
 
 def ensure_default_model(progress: bool = True) -> Path:

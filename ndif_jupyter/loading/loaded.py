@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from ..errors import NDIFError, first_line
-from .checkpoints import DEFAULT_MODEL, checkpoint_dir, hub_reachable, resolve
+from .checkpoints import DEFAULT_MODEL, cached_text, checkpoint_dir, hub_reachable, resolve
 from .layer_stack import one_layer_twin
 from .shapes import ShapeOracle
 
@@ -45,7 +45,7 @@ class LoadedModel:
             )
             raise NDIFError(
                 f"Could not find the model {self.name!r}: not a folder, not in the checkpoint cache "
-                f"({checkpoint_dir()}), and {hub}.\n"
+                f"({checkpoint_dir()}), and {hub}.{cached_text(self.name)}\n"
                 "Pass a local checkpoint folder, put one in the checkpoint cache, or use Model() for the default model."
             ) from None
         tokenizer.padding_side = "left"
@@ -124,6 +124,11 @@ class LoadedModel:
         if any(len(row) == 0 for row in rows):
             raise ValueError("A prompt is empty: it has no tokens.")
         return rows
+
+    @property
+    def vocabulary_size(self) -> int:
+        """How many token ids the model's input embedding has."""
+        return int(cast(Any, self.meta_model).get_input_embeddings().num_embeddings)
 
     @property
     def pad_token_id(self) -> int:

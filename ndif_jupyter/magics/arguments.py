@@ -224,9 +224,15 @@ def _literal(text: str) -> Any:
         return text
 
 
+_OWN_OPTIONS = frozenset(
+    name[2:].replace("-", "_") for argument_ in _ARGUMENTS for name in argument_.args if name.startswith("--")
+)
+"""The magic's own options, as option keys (`prompt`, `max_new_tokens`), for close-name suggestions."""
+
+
 def _unknown_option_message(key: str, accepted: frozenset[str], command: str) -> str:
     option = "--" + key.replace("_", "-")
-    close = difflib.get_close_matches(key, sorted(accepted), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(key, sorted(accepted | _OWN_OPTIONS), n=3, cutoff=0.6)
     target = "Hugging Face's generate or the model's forward" if command == "generate" else "the model's forward"
     message = f"{option} is not an option of %%ndif {command}, nor an argument of {target}."
     if close:

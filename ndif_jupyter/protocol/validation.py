@@ -3,7 +3,6 @@ and options with their values, module paths that exist, references, token ids, a
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeGuard, cast
@@ -13,6 +12,7 @@ import torch
 from ..errors import ProtocolError
 from ..ir.gradients import GRADIENT_READERS, gradient_target
 from ..ir.graph import CONDITION, Graph, Node, Ref, iter_refs, node_condition, several_sequences_problem
+from ..ir.options import option_problem
 from ..ir.session import MAX_BLOCKS, SESSION_VALUE, Request, imported
 from ..loading.inner_ops import inner_operations, split_path
 from ..operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS, UNCONDITIONAL
@@ -181,7 +181,7 @@ def _check_options(graph: Graph, limits: Limits, vocabulary: int) -> int:
     for key, value in graph.options.items():
         if key not in allowed:
             raise ProtocolError(f"the option {quote(key)} is not allowed for a {graph.kind} on this server")
-        problem = _option_problem(key, value, vocabulary)
+        problem = option_problem(key, value, vocabulary)
         if problem:
             raise ProtocolError(f"the option {key}={quote(value, 80)}: {problem}")
     if graph.kind != "generate":
@@ -203,70 +203,6 @@ def _check_options(graph: Graph, limits: Limits, vocabulary: int) -> int:
     if _is_int(least) and least > steps:
         raise ProtocolError(f"min_new_tokens={least} is more than max_new_tokens={steps}")
     return steps
-
-
-_FLAG_OPTIONS = frozenset(
-    {
-        "output_attentions",
-        "output_hidden_states",
-        "use_cache",
-        "do_sample",
-        "renormalize_logits",
-        "remove_invalid_values",
-    }
-)
-_COUNT_OPTIONS = {"logits_to_keep": 0, "max_new_tokens": 1, "min_new_tokens": 0, "top_k": 0, "no_repeat_ngram_size": 0}
-_COUNT_OPTIONS.update({"num_beams": 1, "num_return_sequences": 1, "seed": 0})
-_NUMBER_OPTIONS = {
-    "temperature": (0.0, math.inf, False),
-    "top_p": (0.0, 1.0, True),
-    "min_p": (0.0, 1.0, True),
-    "typical_p": (0.0, 1.0, True),
-    "epsilon_cutoff": (0.0, 1.0, True),
-    "eta_cutoff": (0.0, 1.0, True),
-    "repetition_penalty": (0.0, math.inf, False),
-    "length_penalty": (-math.inf, math.inf, True),
-}
-_TOKEN_OPTIONS = frozenset({"forced_bos_token_id", "forced_eos_token_id"})
-_TOKEN_LIST_OPTIONS = frozenset({"suppress_tokens", "begin_suppress_tokens"})
-_LONGEST_OPTION_LIST = 65_536
-_LARGEST_SIZE = 2**40
-
-
-def _option_problem(key: str, value: Any, vocabulary: int) -> str | None:
-    """What is wrong with one option's value, or None."""
-    if key in _FLAG_OPTIONS:
-        return None if isinstance(value, bool) else "it must be true or false"
-    if key == "seed" and _is_int(value) and value >= 2**63:
-        return "it must be below 2**63"
-    if key in _COUNT_OPTIONS:
-        least = _COUNT_OPTIONS[key]
-        return None if _is_int(value) and value >= least else f"it must be an integer of at least {least}"
-    if key in _NUMBER_OPTIONS:
-        low, high, closed = _NUMBER_OPTIONS[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            return "it must be a finite number"
-        inside = (low <= value <= high) if closed else (low < value <= high)
-        return None if inside else f"it must be between {low} and {high}"
-    if key in _TOKEN_OPTIONS:
-        return _token_problem([value], vocabulary)
-    if key == "eos_token_id":
-        return _token_problem(value if isinstance(value, list) else [value], vocabulary)
-    if key in _TOKEN_LIST_OPTIONS:
-        return _token_problem(value, vocabulary) if isinstance(value, list) else "it must be a list of token ids"
-    if key == "bad_words_ids":
-        if not isinstance(value, list) or not value or not all(isinstance(words, list) and words for words in value):
-            return "it must be a list of non-empty lists of token ids"
-        return _token_problem([token for words in value for token in words], vocabulary)
-    return None
-
-
-def _token_problem(tokens: Any, vocabulary: int) -> str | None:
-    if not isinstance(tokens, list) or len(tokens) > _LONGEST_OPTION_LIST:
-        return f"it must be a list of at most {_LONGEST_OPTION_LIST} token ids"
-    if not all(_is_int(token) and 0 <= token < vocabulary for token in tokens):
-        return f"token ids must be integers from 0 to {vocabulary - 1} (the model's vocabulary)"
-    return None
 
 
 def _check_node(node: Node, graph: Graph, meta_model: torch.nn.Module, steps: int, earlier: Sequence[Graph]) -> None:
@@ -362,6 +298,9 @@ def _check_weight(node: Node, meta_model: torch.nn.Module) -> None:
     own = dict(module.named_parameters(recurse=False)) | dict(module.named_buffers(recurse=False))
     if name not in own:
         raise ProtocolError(f"{at}: `{cut(path)}` has no weight or buffer `{cut(name)}`")
+
+
+_LARGEST_SIZE = 2**40
 
 
 def where(node: Node) -> str:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TraceError
 from ..ir.graph import several_sequences_problem
+from ..ir.options import option_problem
 from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE
 from .invoker import Invoker
 from .source import user_source
@@ -29,6 +30,14 @@ class GenerateContext(Tracer):
         options = dict(options)
         if options.get("max_new_tokens") is None:
             options["max_new_tokens"] = self.traced.loaded.default_max_new_tokens()
+        check_option_values(options, self.traced.loaded.vocabulary_size, "generate")
+        least, most = options.get("min_new_tokens"), options["max_new_tokens"]
+        if isinstance(least, int) and least > most:
+            raise TraceError(
+                f"min_new_tokens={least} is more than max_new_tokens={most}.",
+                user_source(),
+                "Lower min_new_tokens, or raise max_new_tokens.",
+            )
         problem = several_sequences_problem(options)
         if problem is not None:
             raise TraceError(problem[0], user_source(), problem[1])
@@ -41,6 +50,20 @@ class GenerateContext(Tracer):
         return options
 
 
+def check_option_values(options: dict[str, Any], vocabulary: int, kind: str) -> None:
+    """A TraceError at the user's line for an option whose value no run accepts (None leaves an option to its
+    default and is not checked)."""
+    __tracebackhide__ = True
+    for key, value in options.items():
+        problem = None if value is None else option_problem(key, value, vocabulary)
+        if problem is not None:
+            raise TraceError(
+                f"The option {key}={value!r}: {problem}.",
+                user_source(),
+                f"Give {key} a value it accepts in `model.{kind}(...)` (or leave it out for its default).",
+            )
+
+
 class TraceContext(Tracer):
     """`with model.trace(prompt) as tracer:` records interventions on one forward pass.
 
@@ -49,6 +72,11 @@ class TraceContext(Tracer):
     """
 
     kind = "trace"
+
+    def _prepared(self, options: dict[str, Any]) -> dict[str, Any]:
+        __tracebackhide__ = True
+        check_option_values(options, self.traced.loaded.vocabulary_size, "trace")
+        return dict(options)
 
     def __init__(
         self,
