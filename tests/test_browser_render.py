@@ -51,6 +51,14 @@ def test_jupyterlab_shows_the_heatmap_and_the_logit_lens_of_a_cell(browser_parts
                     f"%%ndif trace model --prompt {PROMPT!r}\n"
                     "hidden = [layer.output.save() for layer in model.model.layers]"
                 ),
+                new_code_cell(
+                    f"%%ndif generate model --max-new-tokens 3 --prompt {PROMPT!r}\n"
+                    "steps = []\n"
+                    "for step in range(3):\n"
+                    "    steps.append([layer.output.save() for layer in model.model.layers])\n"
+                    "    if step < 2:\n"
+                    "        next()"
+                ),
             ],
             metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         )
@@ -63,6 +71,11 @@ def test_jupyterlab_shows_the_heatmap_and_the_logit_lens_of_a_cell(browser_parts
     assert seen["lens"]["lastLayerTokens"] == expected_top
     assert seen["lens"]["clicked"] == [0, len(ids) - 1]
     assert len(seen["lens"]["topk"]) == 10
+    keys = seen["keys"]
+    assert keys["neuronApplied"] and keys["legendBefore"] != keys["legendAfter"], "Enter applies a typed neuron"
+    assert keys["stepLabels"] == ["all steps", "step 2", "all steps"], "arrow keys move the step slider"
+    assert keys["colsPerStep"] == [len(ids) + 2, 1, len(ids) + 2], "and the heatmap follows the step"
+    assert keys["cellsSelected"] == keys["cellsSelectedBefore"], "the notebook's cell selection did not move"
     assert not [error for error in seen["consoleErrors"] if "ndif" in error or "browser.js" in error]
     for screenshot in seen["screenshots"]:
         assert Path(screenshot).stat().st_size > 5000, screenshot

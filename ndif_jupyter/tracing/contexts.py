@@ -30,6 +30,9 @@ class GenerateContext(Tracer):
         options = dict(options)
         if options.get("max_new_tokens") is None:
             options["max_new_tokens"] = self.traced.loaded.default_max_new_tokens()
+        problem = several_sequences_problem(options)
+        if problem is not None:
+            raise TraceError(problem[0], user_source(), problem[1])
         check_option_values(options, self.traced.loaded.vocabulary_size, "generate")
         least, most = options.get("min_new_tokens"), options["max_new_tokens"]
         if isinstance(least, int) and least > most:
@@ -38,9 +41,6 @@ class GenerateContext(Tracer):
                 user_source(),
                 "Lower min_new_tokens, or raise max_new_tokens.",
             )
-        problem = several_sequences_problem(options)
-        if problem is not None:
-            raise TraceError(problem[0], user_source(), problem[1])
         return options
 
     def forward_options(self) -> dict[str, Any]:

@@ -8,6 +8,55 @@ import { openNotebook, runAllCells, session, shot } from "./lab.mjs";
 const [labUrl, token, notebook, outputFolder] = process.argv.slice(2);
 const RUN_TIMEOUT = Number(process.env.RUN_TIMEOUT || 240_000);
 
+// Enter in the neuron field applies the neuron; arrow keys move the step slider (not the notebook's cell selection).
+async function keyboard(page, widget) {
+  const keys = {};
+  await widget.locator('button.ndif-tab[data-view="heatmap"]').click();
+  const legend = widget.locator(".ndif-legend").first();
+  await widget.locator("select.ndif-reduction").selectOption("neuron");
+  const neuron = widget.locator("input.ndif-neuron");
+  await neuron.waitFor({ timeout: RUN_TIMEOUT });
+  await legend.waitFor();
+  keys.legendBefore = await legend.textContent();
+  await neuron.fill("3");
+  await neuron.press("Enter");
+  keys.neuronApplied = await page
+    .waitForFunction(
+      ([selector, before]) => document.querySelector(selector)?.textContent !== before,
+      [".ndif-browser .ndif-legend", keys.legendBefore],
+      { timeout: 60_000 },
+    )
+    .then(() => true, () => false);
+  keys.legendAfter = await legend.textContent();
+
+  const generated = page.locator(".ndif-browser").nth(1);
+  await generated.waitFor({ timeout: RUN_TIMEOUT });
+  await generated.scrollIntoViewIfNeeded();
+  const slider = generated.locator("input.ndif-step");
+  const label = generated.locator(".ndif-step-label");
+  const heatmap = generated.locator("canvas.ndif-heatmap");
+  await slider.waitFor({ timeout: RUN_TIMEOUT });
+  keys.cellsSelectedBefore = await page.locator(".jp-Notebook .jp-Cell.jp-mod-selected").count();
+  keys.stepLabels = [await label.textContent()];
+  keys.colsPerStep = [Number(await heatmap.getAttribute("data-cols"))];
+  for (const key of ["ArrowLeft", "ArrowRight"]) {
+    const before = await heatmap.getAttribute("data-cols");
+    await slider.focus();
+    await slider.press(key);
+    await page
+      .waitForFunction(
+        ([selector, old]) => document.querySelectorAll(selector)[1]?.getAttribute("data-cols") !== old,
+        [".ndif-browser canvas.ndif-heatmap", before],
+        { timeout: 60_000 },
+      )
+      .catch(() => {});
+    keys.stepLabels.push(await label.textContent());
+    keys.colsPerStep.push(Number(await heatmap.getAttribute("data-cols")));
+  }
+  keys.cellsSelected = await page.locator(".jp-Notebook .jp-Cell.jp-mod-selected").count();
+  return keys;
+}
+
 await session(outputFolder, async (page, seen) => {
   await openNotebook(page, labUrl, token, notebook);
   await runAllCells(page);
@@ -39,6 +88,8 @@ await session(outputFolder, async (page, seen) => {
   seen.lens.topk = await topk.allTextContents();
   await shot(widget, outputFolder, "lens.png", seen);
   await shot(page, outputFolder, "notebook.png", seen);
+  seen.keys = await keyboard(page, widget);
+  await shot(page.locator(".ndif-browser").nth(1), outputFolder, "keyboard.png", seen);
 }).catch((error) => {
   console.error(error.stack || String(error));
   process.exit(1);

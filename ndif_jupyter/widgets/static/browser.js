@@ -444,8 +444,12 @@ function labelledControl(labelText, control, after = null) {
   ]);
 }
 
+// JupyterLab's notebook shortcuts (arrow keys select cells, Enter edits one) would take the keys of the controls;
+// this attribute keeps them for the control under the focus.
+const OWN_KEYS = { "data-lm-suppress-shortcuts": "true" };
+
 function selectInput({ className, options, value, onChoose }) {
-  const select = element("select", { class: className, "data-keep": className }, options.map((option) => element("option", {
+  const select = element("select", { class: className, "data-keep": className, ...OWN_KEYS }, options.map((option) => element("option", {
     value: String(option.value),
     text: option.label,
   })));
@@ -456,23 +460,31 @@ function selectInput({ className, options, value, onChoose }) {
 
 // Commits on "change" (release or key press) so that a drag is not cut short by the re-render it causes.
 function rangeInput({ className, min, max, value, onMove, onCommit }) {
-  const input = element("input", { type: "range", class: className, "data-keep": className, min, max, step: 1 });
+  const input = element("input", { type: "range", class: className, "data-keep": className, min, max, step: 1, ...OWN_KEYS });
   input.value = String(value);
   input.addEventListener("input", () => onMove(Number(input.value)));
   input.addEventListener("change", () => onCommit(Number(input.value)));
   return input;
 }
 
+// Commits on "change" (Tab, a click elsewhere, the spin buttons) and on Enter.
 function numberInput({ className, min, max, value, onCommit }) {
-  const input = element("input", { type: "number", class: className, "data-keep": className, min, max, step: 1 });
+  const input = element("input", { type: "number", class: className, "data-keep": className, min, max, step: 1, ...OWN_KEYS });
   input.value = String(value);
-  input.addEventListener("change", () => {
+  const commit = () => {
     const number = Math.trunc(Number(input.value));
     if (input.value === "" || !Number.isFinite(number)) {
       input.value = String(value);
       return;
     }
     onCommit(clamp(number, min, max ?? Number.MAX_SAFE_INTEGER));
+  };
+  input.addEventListener("change", commit);
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") {
+      event.preventDefault();
+      commit();
+    }
   });
   return input;
 }
