@@ -195,6 +195,7 @@ def test_saving_over_the_result_limit_is_refused_before_running_whatever_is_decl
         ({"num_beams": 2, "num_return_sequences": 3}, "more than num_beams=2"),
         ({"num_beams": 9}, "the batch has 9 rows with its beams or sequences, over this server's limit of 8"),
         ({"num_return_sequences": 2}, "without beams or sampling"),
+        ({"max_new_tokens": 2, "min_new_tokens": 5}, "min_new_tokens=5 is more than max_new_tokens=2"),
     ],
 )
 def test_option_values_and_positions_are_checked_before_queueing(served, gpt2_dir, options, problem):

@@ -49,7 +49,7 @@ def execute_session(
             passes += result.forward_calls
             results.append(result)
     finally:
-        imports.clear()
+        imports.clear()  # a raised error's traceback holds this frame: the kept tensors must not stay with it
     return SessionResult(results)
 
 

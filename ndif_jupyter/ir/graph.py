@@ -69,6 +69,11 @@ class Graph:
         return sum(len(invoke.rows) for invoke in self.invokes)
 
     @property
+    def steps(self) -> int:
+        """The model's forward passes in the run: `max_new_tokens` for a generation, one for a trace."""
+        return int(self.options.get("max_new_tokens", 1)) if self.kind == "generate" else 1
+
+    @property
     def row_copies(self) -> int:
         """How many rows each prompt fills in the forward passes (`rows_per_prompt`)."""
         return rows_per_prompt(self.kind, self.options)

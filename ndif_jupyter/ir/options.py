@@ -62,6 +62,14 @@ def option_problem(key: str, value: Any, vocabulary: int) -> str | None:
     return None
 
 
+def new_tokens_problem(options: dict[str, Any]) -> str | None:
+    """What is wrong with a generation's `min_new_tokens` against its `max_new_tokens` (both integers), or None."""
+    least, most = options.get("min_new_tokens"), options.get("max_new_tokens")
+    if _is_int(least) and _is_int(most) and least > most:
+        return f"min_new_tokens={least} is more than max_new_tokens={most}"
+    return None
+
+
 def _token_problem(tokens: Any, vocabulary: int) -> str | None:
     if not isinstance(tokens, list) or len(tokens) > _LONGEST_OPTION_LIST:
         return f"it must be a list of at most {_LONGEST_OPTION_LIST} token ids"

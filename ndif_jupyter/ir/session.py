@@ -54,4 +54,4 @@ def kept_values(session: Session) -> list[set[int]]:
 def steps_of(request: Request) -> int:
     """The forward passes a request's blocks run in all (one per trace, `max_new_tokens` per generation)."""
     graphs = request.graphs if isinstance(request, Session) else [request]
-    return sum(int(graph.options["max_new_tokens"]) if graph.kind == "generate" else 1 for graph in graphs)
+    return sum(graph.steps for graph in graphs)

@@ -100,7 +100,7 @@ class _Estimate:
         self.imports = imports or {}
         self.keep = keep or set()
         self.carried = carried
-        self.steps = int(graph.options.get("max_new_tokens", 1)) if graph.kind == "generate" else 1
+        self.steps = graph.steps
         self.forward_options = {k: v for k, v in graph.options.items() if k in FORWARD_OPTIONS_FOR_GENERATE}
         self.metas: dict[int, Any] = {}
         self.records: dict[tuple[int, int], StepRecord] = {}

@@ -12,7 +12,7 @@ import torch
 from ..errors import ProtocolError
 from ..ir.gradients import GRADIENT_READERS, gradient_target
 from ..ir.graph import CONDITION, Graph, Node, Ref, iter_refs, node_condition, several_sequences_problem
-from ..ir.options import option_problem
+from ..ir.options import new_tokens_problem, option_problem
 from ..ir.session import MAX_BLOCKS, SESSION_VALUE, Request, imported
 from ..loading.inner_ops import inner_operations, split_path
 from ..operations import CONTROL_OPS, GRADIENT_OPS, MODEL_READS, MODULE_EVENTS, OPERATIONS, UNCONDITIONAL
@@ -199,9 +199,9 @@ def _check_options(graph: Graph, limits: Limits, vocabulary: int) -> int:
         raise ProtocolError("a generate request needs max_new_tokens, a positive integer")
     if steps > limits.max_new_tokens:
         raise ProtocolError(f"max_new_tokens={steps} is over this server's limit of {limits.max_new_tokens}")
-    least = graph.options.get("min_new_tokens", 0)
-    if _is_int(least) and least > steps:
-        raise ProtocolError(f"min_new_tokens={least} is more than max_new_tokens={steps}")
+    problem = new_tokens_problem(graph.options)
+    if problem is not None:
+        raise ProtocolError(problem)
     return steps
 
 

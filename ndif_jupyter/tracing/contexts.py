@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import TraceError
 from ..ir.graph import several_sequences_problem
-from ..ir.options import option_problem
+from ..ir.options import new_tokens_problem, option_problem
 from ..loading.shapes import FORWARD_OPTIONS_FOR_GENERATE
 from .invoker import Invoker
 from .source import user_source
@@ -34,13 +34,9 @@ class GenerateContext(Tracer):
         if problem is not None:
             raise TraceError(problem[0], user_source(), problem[1])
         check_option_values(options, self.traced.loaded.vocabulary_size, "generate")
-        least, most = options.get("min_new_tokens"), options["max_new_tokens"]
-        if isinstance(least, int) and least > most:
-            raise TraceError(
-                f"min_new_tokens={least} is more than max_new_tokens={most}.",
-                user_source(),
-                "Lower min_new_tokens, or raise max_new_tokens.",
-            )
+        tokens = new_tokens_problem(options)
+        if tokens is not None:
+            raise TraceError(f"{tokens}.", user_source(), "Lower min_new_tokens, or raise max_new_tokens.")
         return options
 
     def forward_options(self) -> dict[str, Any]:

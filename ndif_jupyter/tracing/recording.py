@@ -114,7 +114,7 @@ class Recording:
 
     def recording_in_session(self) -> Recording | None:
         """While this block waits for its session's end: the block of that session being recorded now, if any."""
-        if self.state is not BlockState.WAITING or self.session is None:
+        if not self.waits_in_session():
             return None
         block = self.traced.open_block
         return block if block is not None and block.session is self.session and block.is_recording else None
