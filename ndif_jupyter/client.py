@@ -15,7 +15,6 @@ import http.client
 import json
 import os
 import secrets
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,9 @@ from .errors import ExecutionError, NDIFError, RunCancelled, TraceError
 from .ir.result import RunResult
 from .ir.session import Request
 from .ir.source import Source
+from .progress import ProgressLine
 from .protocol.container import CONTENT_TYPE
+from .protocol.origin import Origin
 from .protocol.request import encode_request
 from .protocol.result import decode_result
 
@@ -100,10 +101,10 @@ class ServerClient:
             raise NDIFError(missing_server_message())
         return cls(url, os.environ.get(SERVER_TOKEN_ENV, ""), **options)
 
-    def run(self, request: Request, model: str) -> RunResult:
+    def run(self, request: Request, model: str, origin: Origin | None = None) -> RunResult:
         """Run `request` (a block's graph, or a session's) on the server's model `model` in one job; the result is
-        what the same run in the kernel gives."""
-        job = self.submit(request, model)
+        what the same run in the kernel gives. `origin`: the notebook and cell it is sent from, shown with the job."""
+        job = self.submit(request, model, origin)
         line = _ProgressLine(job["id"], self.quiet_seconds)
         try:
             if self.quiet_seconds and job["status"] not in _FINISHED:
@@ -146,10 +147,10 @@ class ServerClient:
         return decode_result(self._request("GET", f"jobs/{job_id}/result"))
 
     # ----- jobs -----
-    def submit(self, request: Request, model: str) -> dict[str, Any]:
+    def submit(self, request: Request, model: str, origin: Origin | None = None) -> dict[str, Any]:
         """Queue `request` on the server's model `model` without waiting for it: the job as the server answers (its
         `id`, `status`, `queue_position`). POSTed once: a request that may have arrived is never sent again."""
-        body = encode_request(request, model)
+        body = encode_request(request, model, origin)
         try:
             return self._post_while_briefly_busy(body)
         except ServerUnavailable as error:
@@ -330,17 +331,18 @@ def _job_error(error: dict[str, Any]) -> NDIFError:
 
 
 class _ProgressLine:
-    """One line on stderr, rewritten as a job moves, shown once the job has taken `quiet_seconds`."""
+    """The progress line of one job, rewritten as the job moves, shown once the job has taken `quiet_seconds`."""
 
     def __init__(self, job_id: str, quiet_seconds: float | None):
         self.job_id = job_id[:8]
         self.quiet_seconds = quiet_seconds
         self.started = time.monotonic()
-        self.shown = False
+        self.line = ProgressLine()
 
     def retrying(self, lost_for: float, limit: float) -> None:
         if self.quiet_seconds is not None:
-            self._write(f"\rndif server: job {self.job_id} connection lost, retrying ({lost_for:.0f} s of {limit:g} s)")
+            text = f"ndif server: job {self.job_id} connection lost, retrying ({lost_for:.0f} s of {limit:g} s)"
+            self.line.update(text, force=True)
 
     def show(self, job: dict[str, Any]) -> None:
         elapsed = time.monotonic() - self.started
@@ -351,14 +353,9 @@ class _ProgressLine:
             detail = f"place {job['queue_position']} in the queue"
         if job["status"] == "running" and job["phase"] == "running" and job["steps"] > 1:
             detail = f"step {job['step']}/{job['steps']}"
-        self._write(f"\rndif server: job {self.job_id} {job['status']} ({detail}), {elapsed:.1f} s")
+        self.line.update(f"ndif server: job {self.job_id} {job['status']} ({detail}), {elapsed:.1f} s", force=True)
 
     def finish(self, outcome: str, detail: str = "") -> None:
-        if self.shown:
+        if self.line.shown:
             elapsed = time.monotonic() - self.started
-            self._write(f"\rndif server: job {self.job_id} {outcome} in {elapsed:.1f} s{detail}", end="\n")
-
-    def _write(self, text: str, end: str = "") -> None:
-        self.shown = True
-        sys.stderr.write(text.ljust(79) + end)
-        sys.stderr.flush()
+            self.line.finish(f"ndif server: job {self.job_id} {outcome} in {elapsed:.1f} s{detail}")

@@ -31,7 +31,7 @@ class Model:
     def __init__(
         self, name: str | None = None, *, dtype: str | torch.dtype = "auto", attn_implementation: str | None = None
     ):
-        self.loaded = LoadedModel(name, dtype=dtype, attn_implementation=attn_implementation)
+        self.loaded = LoadedModel(name, dtype=dtype, attn_implementation=attn_implementation, progress=True)
         self.tracing = TracedModel(self.loaded)
 
     @property

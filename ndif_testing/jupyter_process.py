@@ -160,7 +160,13 @@ class Execution:
     stderr: str = ""
     results: list[dict] = field(default_factory=list)
     displays: list[dict] = field(default_factory=list)
+    updates: list[dict] = field(default_factory=list)
     error: dict | None = None
+
+    @property
+    def displayed_text(self) -> str:
+        """The text/plain of every display and of every update of one (a progress line is one display, updated)."""
+        return "\n".join(data.get("text/plain", "") for data in [*self.displays, *self.updates])
 
 
 class KernelHost(Protocol):
@@ -243,6 +249,8 @@ class RemoteKernel:
                     outcome.results.append(content["data"])
                 elif kind == "display_data":
                     outcome.displays.append(content["data"])
+                elif kind == "update_display_data":
+                    outcome.updates.append(content["data"])
                 elif kind == "error":
                     outcome.error = content
             return outcome

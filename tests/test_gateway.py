@@ -239,8 +239,8 @@ print("equal:", torch.equal(remote_hidden.value, local_hidden.value), torch.equa
 """)
         assert run.status == "ok", run
         assert "equal: True True" in run.stdout
-        assert "ndif server: job" in run.stderr, "the first job (kernel start, model load) shows its progress"
-        assert "loading model" in run.stderr
+        assert "ndif server: job" in run.displayed_text, "the first job (kernel start, model load) shows its progress"
+        assert "loading model" in run.displayed_text
         assert server.get("ndif/api/models")["backend"] == "gateway"
 
 

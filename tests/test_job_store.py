@@ -251,6 +251,18 @@ def test_at_start_unfinished_jobs_are_marked_restarted_at_their_step_and_partial
     assert not list(later.folder.glob("*.partial"))
 
 
+def test_a_jobs_prompt_and_origin_are_kept_across_a_restart(tmp_path):
+    first = JobStore(tmp_path / "jobs")
+    origin = {"notebook": "work/a.ipynb", "cell": "c-1"}
+    job = first.new("m", "trace", 1, "u", prompt="The Eiffel Tower is in", origin=origin)
+    first.update(job, status="done", phase="done", finished=time.time())
+    plain = first.new("m", "trace", 1, "u")
+    later = JobStore(first.folder)
+    assert later.get(job.id).document()["prompt"] == "The Eiffel Tower is in"
+    assert later.get(job.id).document()["origin"] == origin
+    assert (later.get(plain.id).prompt, later.get(plain.id).origin) == ("", None)
+
+
 def test_at_start_a_mark_that_cannot_be_saved_is_logged_and_the_server_goes_on(tmp_path, caplog):
     first = JobStore(tmp_path / "jobs")
     running = first.new("m", "generate", 50, "u")

@@ -35,6 +35,7 @@ RANKS = {
     "ndif_jupyter.operations": 1,
     "ndif_jupyter.indexing": 1,
     "ndif_jupyter.api_address": 1,
+    "ndif_jupyter.progress": 1,
     "ndif_jupyter.loading": 2,
     "ndif_jupyter.tracing": 3,
     "ndif_jupyter.execution": 3,

@@ -46,6 +46,11 @@ hidden = model.transformer.h[-1].output.save()
     assert len(browsers) == 1 and "application/vnd.jupyter.widget-view+json" in browsers[0]
     assert "generated 2 tokens for 1 prompt" in browsers[0]["text/plain"]
     assert "hidden: [1, 2, 64] float32 at model.transformer.h[3].output" in browsers[0]["text/plain"]
+    streams = "".join(m["content"]["text"] for m in messages if m["msg_type"] == "stream")
+    assert "Loading weights" not in streams and "%|" not in streams, "no progress bar is left in the output"
+    progress = [data for data in shown if data["text/plain"].startswith("Loading the weights of")]
+    updates = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "update_display_data"]
+    assert len(progress) == 1 and updates[-1].startswith(f"Loaded {gpt2_dir} on cpu in "), "one line, then done"
     content, messages = execute(kernel, "tuple(hidden.shape), type(hidden).__name__")
     results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
     assert results == ["((1, 2, 64), 'Tensor')"]
@@ -110,6 +115,36 @@ def test_loading_the_extension_binds_model_and_browse_where_the_names_are_free(g
         assert content["status"] == "ok", content
         results = [m["content"]["data"]["text/plain"] for m in messages if m["msg_type"] == "execute_result"]
         assert results == ["('mine', 'ndif_jupyter.model')"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_a_kernel_started_for_a_notebook_names_the_notebook_and_the_running_cell():
+    """What a block sent to a server says it came from: `JPY_SESSION_NAME`, which a Jupyter server sets for a
+    notebook's kernel, and the `cellId` JupyterLab puts in an execute request's metadata."""
+    import os
+
+    environment = {**os.environ, "JPY_SESSION_NAME": "/srv/work/sidebar.ipynb"}
+    manager, client = start_new_kernel(kernel_name="python3", startup_timeout=TIMEOUT, env=environment)
+    try:
+        code = "from ndif_jupyter.runners.origin import running_origin\nprint(running_origin())"
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False}
+        request = client.session.msg("execute_request", content, metadata={"cellId": "0b7c1e2a-cell"})
+        client.shell_channel.send(request)
+        printed = []
+        while True:
+            message = client.get_iopub_msg(timeout=TIMEOUT)
+            if message["parent_header"].get("msg_id") != request["header"]["msg_id"]:
+                continue
+            if message["msg_type"] == "stream":
+                printed.append(message["content"]["text"])
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+        assert "".join(printed).strip() == "Origin(notebook='/srv/work/sidebar.ipynb', cell='0b7c1e2a-cell')"
+        content, messages = execute(client, "print(running_origin())")
+        printed = [m["content"]["text"] for m in messages if m["msg_type"] == "stream"]
+        assert printed == ["Origin(notebook='/srv/work/sidebar.ipynb', cell='')\n"], "a request without a cell id"
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=True)

@@ -20,9 +20,10 @@ from ndif_jupyter.ir.graph import Ref
 from ndif_jupyter.ir.result import ExecutionResult, SessionResult
 from ndif_jupyter.ir.session import Session
 from ndif_jupyter.protocol.container import unpack
+from ndif_jupyter.protocol.origin import Origin
 from ndif_jupyter.protocol.request import decode_request, encode_request
 from ndif_jupyter.protocol.result import decode_result, encode_result
-from ndif_jupyter.protocol.schema import schema
+from ndif_jupyter.protocol.schema import check_document, schema
 from ndif_jupyter.protocol.values import TensorTable, decode_value, encode_value
 
 DOC = Path(__file__).parent.parent / "docs" / "protocol.md"
@@ -190,6 +191,51 @@ def test_a_document_is_either_one_block_or_a_session(gpt2: Model):
             from ndif_jupyter.protocol.schema import check_document
 
             check_document(mixed, "request")
+
+
+def test_a_request_carries_its_origin_in_both_forms_and_none_when_unknown(gpt2: Model):
+    origin = Origin("work/sidebar.ipynb", "5f3a-b2_c")
+    session, _ = _session(gpt2)
+    for request in (session.graphs[0], session):
+        document, _ = unpack(encode_request(request, gpt2.name, origin))
+        assert document["origin"] == {"notebook": "work/sidebar.ipynb", "cell": "5f3a-b2_c"}
+        Draft202012Validator(schema("request")).validate(document)
+        check_document(document, "request")
+        assert Origin.from_document(document) == origin
+    document, _ = unpack(encode_request(session.graphs[0], gpt2.name))
+    assert "origin" not in document and Origin.from_document(document) is None
+    notebook_only, _ = unpack(encode_request(session, gpt2.name, Origin(notebook="a.ipynb")))
+    assert notebook_only["origin"] == {"notebook": "a.ipynb"}
+
+
+@pytest.mark.parametrize(
+    "origin, message",
+    [
+        ({"notebook": "n" * 1025}, "origin/notebook: must be shorter than or equal to 1024 characters"),
+        ({"notebook": ""}, "origin/notebook: must be longer than or equal to 1 characters"),
+        ({"notebook": "a\nb.ipynb"}, "origin/notebook: must match pattern"),
+        ({"notebook": ["a.ipynb"]}, "origin/notebook: must be string"),
+        ({"cell": 7}, "origin/cell: must be string"),
+        ({"cell": "c" * 65}, "origin/cell: must match pattern"),
+        ({"cell": "a cell"}, "origin/cell: must match pattern"),
+        ({"cell": "abc", "owner": "root"}, "origin: must not contain {'owner'} properties"),
+        ("sidebar.ipynb", "origin: must be object"),
+    ],
+)
+def test_a_malformed_origin_is_refused_naming_the_field(gpt2: Model, origin, message):
+    session, _ = _session(gpt2)
+    for request in (session.graphs[0], session):
+        document, _ = unpack(encode_request(request, gpt2.name))
+        with pytest.raises(ProtocolError, match="does not follow the format") as caught:
+            check_document({**document, "origin": origin}, "request")
+        assert message in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_a_kernel_sends_only_the_origin_fields_the_schema_allows():
+    assert Origin.sendable("/home/a/x.ipynb", "5f3a") == Origin("/home/a/x.ipynb", "5f3a")
+    assert Origin.sendable("n" * 1025, "5f3a") == Origin("", "5f3a")
+    assert Origin.sendable("x.ipynb", "not a cell id") == Origin("x.ipynb", "")
+    assert Origin.sendable("", "") is None
 
 
 def test_the_documented_schemas_and_examples_are_the_ones_in_use():

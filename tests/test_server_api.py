@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from ndif_jupyter import ExecutionError, Model
 from ndif_jupyter.client import SERVER_TOKEN_ENV, SERVER_URL_ENV
 from ndif_jupyter.errors import NDIFError
 from ndif_jupyter.protocol.container import CONTENT_TYPE, pack, unpack
+from ndif_jupyter.protocol.origin import Origin
 from ndif_jupyter.protocol.request import encode_request
 from ndif_jupyter.protocol.result import decode_result
 
@@ -252,6 +254,9 @@ def _forward_ref(document):
         (_set("invokes", [[[1, 2]]] * 5), "the batch has 5 prompts, over this server's limit of 4"),
         (_set("invokes", [[[10**6]]]), "past the model's vocabulary"),
         (_forward_ref, "it reads node 5, which is not an earlier node"),
+        (_set("origin", {"notebook": "n" * 1025}), "origin/notebook: must be shorter than or equal to 1024 characters"),
+        (_set("origin", {"cell": ["abc"]}), "origin/cell: must be string"),
+        (_set("origin", {"cell": "abc", "user": "root"}), "origin: must not contain {'user'} properties"),
     ],
 )
 async def test_a_request_outside_the_rules_gets_400_naming_the_problem(jp_fetch, server, gpt2, change, message):
@@ -400,16 +405,18 @@ async def test_only_the_newest_finished_jobs_are_kept(jp_fetch, server, gpt2):
     assert not server.core.store.result_path(ids[0]).exists()
 
 
-async def test_a_waiting_kernel_shows_a_progress_line(jp_fetch, server, llama, capsys):
+async def test_a_waiting_kernel_shows_a_progress_line(jp_fetch, server, llama, capsys, monkeypatch):
+    """On a terminal the line is rewritten on stdout (in a kernel it is one display, updated: `test_gateway.py`)."""
     from ndif_jupyter.client import ServerClient
 
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     with llama.generate(max_new_tokens=20) as block:
         with block.invoke(PROMPT):
             llama.model.layers[0].output.save()
     client = ServerClient(os.environ[SERVER_URL_ENV], os.environ[SERVER_TOKEN_ENV], quiet_seconds=0)
     result = await asyncio.to_thread(client.run, block.graph(), llama.name)
     assert torch.equal(result.output_ids, block.output)
-    line = capsys.readouterr().err
+    line = capsys.readouterr().out
     assert "\rndif server: job " in line and " done in " in line and line.endswith("\n")
 
 
@@ -441,6 +448,27 @@ async def test_jobs_belong_to_the_servers_user_and_another_owners_job_is_unknown
     listed = [job["id"] for job in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]]
     assert mine["id"] in listed and theirs.id not in listed
     assert server.core.store.get(theirs.id).status == "queued", "the other owner's job is untouched"
+
+
+async def test_a_job_lists_its_prompts_first_words_and_origin_to_its_owner_only(jp_fetch, server, gpt2):
+    graph, _, _ = recorded(gpt2)
+    origin = Origin("work/sidebar.ipynb", "0b7c1e2a-cell")
+    job = await post_job(jp_fetch, encode_request(graph, gpt2.name, origin))
+    assert job["prompt"] == PROMPT and job["origin"] == {"notebook": "work/sidebar.ipynb", "cell": "0b7c1e2a-cell"}
+    with gpt2.trace(" ".join(["The Eiffel Tower is in Paris."] * 8)) as long:
+        gpt2.transformer.h[0].output.save()
+    without_origin = await post_job(jp_fetch, encode_request(long.graph(), gpt2.name))
+    listed = {entry["id"]: entry for entry in json.loads((await jp_fetch("ndif", "api", "jobs")).body)["jobs"]}
+    assert listed[job["id"]]["prompt"] == PROMPT and listed[job["id"]]["origin"] == job["origin"]
+    shown = listed[without_origin["id"]]
+    assert shown["origin"] is None
+    assert len(shown["prompt"]) == 60 and shown["prompt"].endswith("…")
+    assert shown["prompt"].startswith("The Eiffel Tower is in Paris. The Eiffel Tower is in Paris.")
+
+    theirs = server.core.store.new(gpt2.name, "trace", 1, "someone-else", prompt="their secret", origin={"cell": "c1"})
+    listing = (await jp_fetch("ndif", "api", "jobs")).body.decode()
+    assert theirs.id not in listing and "their secret" not in listing
+    assert await status_of(jp_fetch, "jobs", theirs.id) == 404
 
 
 async def test_waiting_jobs_report_their_places_in_fair_order_and_models_count_them(jp_fetch, server, llama):

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 
+import numpy as np
 import pytest
 import torch
 from IPython.utils.capture import capture_output
@@ -137,20 +138,23 @@ def test_the_logit_lens_is_the_top_k_of_the_final_norm_and_unembedding_of_each_l
     assert torch.allclose(torch.tensor([entry["prob"] for entry in cell["top"]]), top.values[1, 3], atol=1e-5)
 
 
-@pytest.mark.kernel
-def test_the_step_slider_shows_the_values_saved_after_each_next(ip, gpt2_dir):
+def generated_steps(ip, gpt2_dir, saved: str):
+    """A 3-token generation of the tiny GPT-2 that appends `saved` to `steps` at each step; the model and result."""
     gpt2 = Model(str(gpt2_dir))
     ip.user_ns["gpt2"] = gpt2
-    result = run(
-        ip,
-        f"""%%ndif generate gpt2 --max-new-tokens 3 --prompt {PROMPTS[1]!r} --no-display
+    cell = f"""%%ndif generate gpt2 --max-new-tokens 3 --prompt {PROMPTS[1]!r} --no-display
 steps = []
 for step in range(3):
-    steps.append([block.output.save() for block in model.transformer.h])
+    steps.append({saved})
     if step < 2:
         next()
-""",
-    )
+"""
+    return gpt2, run(ip, cell)
+
+
+@pytest.mark.kernel
+def test_the_step_slider_shows_the_values_saved_after_each_next(ip, gpt2_dir):
+    gpt2, result = generated_steps(ip, gpt2_dir, "[block.output.save() for block in model.transformer.h]")
     browser = result.browse()
     assert browser.stacks == [
         {"label": "transformer.h.*.output", "layers": 4, "steps": [0, 1, 2, -1], "rows": 1, "width": 64}
@@ -171,6 +175,32 @@ for step in range(3):
         assert browser.window == {"start": 0, "count": 1, "total": 1}
     browser.step, browser.view = -1, "lens"
     assert (browser.lens["rows"], browser.lens["cols"]) == (4, len(prompt_ids) + 2)
+
+
+@pytest.mark.kernel
+def test_one_layer_saved_at_every_step_gets_the_steps_view(ip, gpt2_dir):
+    _, result = generated_steps(ip, gpt2_dir, "model.transformer.h[2].output.save()")
+    browser = result.browse()
+    assert browser.stacks == [
+        {"label": "transformer.h.*.output", "layers": 1, "steps": [0, 1, 2, -1], "rows": 1, "width": 64}
+    ]
+    assert "heatmap" in browser.views and "strip" in browser.views
+    joined = torch.cat([result.saved["steps"][step][0] for step in range(3)], dim=0)
+    assert browser.step == -1 and torch.allclose(grid_of(browser), joined.norm(dim=-1).unsqueeze(0), atol=1e-6)
+    assert [absent["view"] for absent in browser.absent_views] == ["attention"]
+
+
+def test_a_browser_says_how_to_get_the_views_its_values_lack():
+    alone = browse({"hidden": torch.randn(1, 4, 8)})
+    assert alone.views == ["overview"]
+    hints = {absent["view"]: absent["how"] for absent in alone.absent_views}
+    assert set(hints) == {"heatmap", "attention"}
+    assert "next()" in hints["heatmap"] and 'attn_implementation="eager"' in hints["attention"]
+    data, _ = alone._repr_mimebundle_()
+    assert "no attention view: save attention weights" in data["text/plain"]
+    layers = browse({"hidden": [torch.randn(1, 4, 8) for _ in range(3)]})
+    assert [absent["view"] for absent in layers.absent_views] == ["lens", "attention"]
+    assert "model=model" in layers.absent_views[0]["how"]
 
 
 @pytest.mark.kernel
@@ -337,3 +367,105 @@ def test_a_few_extreme_values_do_not_flatten_the_colour_scale():
     assert torch.allclose(grid_of(browser), norms, atol=1e-3)
     assert browser.grid["max"] < norms[2:, 0].min().item() / 10
     assert browser.grid["min"] == pytest.approx(norms.min().item())
+
+
+def outlier_layers(tokens: int) -> list[torch.Tensor]:
+    """Six layers of random states whose first token, from layer 2 on, is a thousand times larger."""
+    torch.manual_seed(0)
+    layers = [torch.randn(1, tokens, 32) for _ in range(6)]
+    for layer in layers[2:]:
+        layer[0, 0] *= 1000
+    return layers
+
+
+def test_values_beyond_the_colour_scale_are_counted_for_the_heatmap_and_a_short_strip():
+    """A 5-token strip gets the same robust range as the heatmap; both say how many values lie beyond and how far."""
+    layers = outlier_layers(5)
+    browser = browse({"hidden": layers})
+    norms = torch.stack([layer[0] for layer in layers]).norm(dim=-1)
+    grid = browser.grid
+    assert grid["above"] == 4 and grid["below"] == 0, "layers 2-5 of token 0 are above the scale"
+    assert grid["max"] < norms[2:, 0].min().item() / 10
+    assert grid["data_max"] == pytest.approx(norms.max().item())
+    above = torch.tensor([value > grid["max"] for value in grid["values"]]).reshape(6, 5)
+    assert above.nonzero().tolist() == [[2, 0], [3, 0], [4, 0], [5, 0]]
+    strip = browser.strip
+    assert strip["layer"] == 5 and strip["above"] == 1
+    assert strip["max"] < norms[5, 0].item() / 10 and strip["max"] >= norms[5, 1:].max().item()
+    assert strip["data_max"] == pytest.approx(norms[5, 0].item())
+
+
+def test_a_log_scale_spans_every_value_and_leaving_out_token_0_ranges_the_rest():
+    layers = outlier_layers(5)
+    norms = torch.stack([layer[0] for layer in layers]).norm(dim=-1)
+    browser = browse({"hidden": layers})
+    linear_values = browser.grid["values"]
+    browser.scale = "log"
+    grid = browser.grid
+    assert grid["scale"] == "log" and grid["above"] == 0 and grid["below"] == 0
+    assert (grid["min"], grid["max"]) == (pytest.approx(norms.min().item()), pytest.approx(norms.max().item()))
+    assert grid["values"] == linear_values, "the scale changes colours, never values"
+
+    browser.scale = "linear"
+    browser.leave_out_first = True
+    grid = browser.grid
+    assert grid["left_out_first"] and grid["max"] == pytest.approx(norms[:, 1:].max().item())
+    assert grid["above"] == (norms[:, 0] > norms[:, 1:].max()).sum().item()
+    windowed = browse({"hidden": layers}, bounds=Bounds(tokens=3))
+    windowed.leave_out_first = True
+    assert windowed.grid["left_out_first"]
+    windowed.token_start = 1
+    assert windowed.window["start"] == 1 and not windowed.grid["left_out_first"], "no token 0 to leave out"
+
+
+def test_a_diverging_reduction_keeps_a_linear_scale_around_zero():
+    browser = browse({"hidden": outlier_layers(5)})
+    browser.scale = "log"
+    browser.reduction = "mean"
+    assert browser.grid["scale"] == "linear" and browser.grid["min"] == -browser.grid["max"]
+
+
+def test_the_static_picture_marks_cells_beyond_the_scale_with_the_front_ends_corner():
+    from ndif_jupyter.widgets.static import cell_raster, outside_text
+
+    values = np.array([[1.0, 2.0], [3.0, 50.0]])
+    raster = cell_raster(values, "viridis", 1.0, 3.0, 10, 8, flip=False, mark_outside=True)
+    plain = cell_raster(values, "viridis", 1.0, 3.0, 10, 8, flip=False)
+    changed = np.argwhere((raster != plain).any(axis=-1))
+    assert changed.size and changed[:, 0].min() >= 8 and changed[:, 1].min() >= 10, "only the cell of 50 is marked"
+    assert (raster[8, 19] == (255, 255, 255, 255)).all() and (raster[15, 10] == plain[15, 10]).all()
+    below = cell_raster(values, "viridis", 2.0, 60.0, 10, 8, flip=False, mark_outside=True)
+    assert (below[7, 0] == (255, 255, 255, 255)).all(), "the value below gets the bottom left corner"
+    text = outside_text({"min": 1.0, "max": 3.0, "above": 1, "data_max": 50.0, "below": 0})
+    assert text == "◥ 1 value above 3, up to 50"
+
+
+def test_a_clicked_heatmap_cell_details_its_value_norm_and_largest_neurons():
+    layers = outlier_layers(5)
+    browser = browse({"hidden": layers}, view="heatmap")
+    assert browser.cell_detail == {}
+    browser.selected = [3, 2]
+    detail = browser.cell_detail
+    state = layers[3][0, 2]
+    assert (detail["layer"], detail["token"]) == (3, 2)
+    norm = state.norm().item()
+    assert detail["value"] == pytest.approx(norm) and detail["norm"] == pytest.approx(norm)
+    expected = state.abs().topk(8).indices.tolist()
+    assert [neuron["index"] for neuron in detail["neurons"]] == expected
+    assert [neuron["value"] for neuron in detail["neurons"]] == pytest.approx(state[expected].tolist())
+    assert "lens" not in detail, "plain tensors without a model have no lens"
+    browser.reduction, browser.neuron = "neuron", expected[0]
+    assert browser.cell_detail["value"] == pytest.approx(state[expected[0]].item())
+    browser.view = "overview"
+    assert browser.cell_detail == {}
+
+
+@pytest.mark.kernel
+def test_a_clicked_cell_of_a_run_also_gives_the_lens_top_tokens(llama_cell):
+    _, result = llama_cell
+    browser = result.browse()
+    browser.view = "heatmap"
+    browser.selected = [1, 4]
+    lens = browser.cell_detail["lens"]
+    browser.view = "lens"
+    assert lens == browser.lens_cell["top"][:5]

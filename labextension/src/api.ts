@@ -37,6 +37,14 @@ export interface IModelsAnswer {
   user?: IUser;
 }
 
+/** Where a job was sent from, as its kernel knew it (newer servers; display only). */
+export interface IJobOrigin {
+  /** The notebook's path: absolute, or relative to the Jupyter server's folder. */
+  notebook?: string;
+  /** The id of the cell that sent the job. */
+  cell?: string;
+}
+
 /** A job, as `GET jobs` lists it. */
 export interface IJob {
   id: string;
@@ -57,6 +65,10 @@ export interface IJob {
   queue_position?: number | null;
   /** How many jobs ran together in the job's batched forward pass (0 before it runs, 1 alone). */
   batch?: number;
+  /** The first words of the job's first prompt (newer servers). */
+  prompt?: string;
+  /** The notebook and cell that sent the job, when its kernel said (newer servers). */
+  origin?: IJobOrigin | null;
   error: { type: string; message: string; hint?: string | null } | null;
 }
 

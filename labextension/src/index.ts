@@ -1,14 +1,19 @@
-// The JupyterLab plugin: the NDIF sidebar, inserting module paths into the active cell, and "New NDIF notebook".
+// The JupyterLab plugin: the NDIF sidebar, inserting module paths into the active cell, opening the notebook a job
+// came from, the saved pictures of activation browsers whose widgets are gone, and "New NDIF notebook".
 
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
+import { IDefaultFileBrowser } from '@jupyterlab/filebrowser';
 import { ILauncher } from '@jupyterlab/launcher';
 import { INotebookTracker } from '@jupyterlab/notebook';
 
 import { NDIFClient } from './api';
+import { openOrigin } from './open_origin';
 import { outputExpression } from './paths';
 import { NDIFPanel } from './panel';
-import { SAMPLE_CELLS } from './sample';
+import { showPicturesOfGoneWidgets } from './pictures';
+import { sampleNotebook } from './sample';
 
 const NEW_NOTEBOOK = 'ndif:new-notebook';
 
@@ -17,13 +22,14 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: 'Models, module trees and jobs of the ndif server extension, in a sidebar.',
   autoStart: true,
   requires: [ILabShell, INotebookTracker],
-  optional: [ILauncher, ICommandPalette],
+  optional: [ILauncher, ICommandPalette, IDefaultFileBrowser],
   activate: (
     app: JupyterFrontEnd,
     shell: ILabShell,
     notebooks: INotebookTracker,
     launcher: ILauncher | null,
-    palette: ICommandPalette | null
+    palette: ICommandPalette | null,
+    fileBrowser: IDefaultFileBrowser | null
   ) => {
     const insert = (dotted: string) => {
       const editor = notebooks.activeCell?.editor;
@@ -37,25 +43,29 @@ const plugin: JupyterFrontEndPlugin<void> = {
       editor.setCursorPosition(editor.getPositionAt(offset + text.length) ?? cursor);
       editor.focus();
     };
-    const panel = new NDIFPanel(new NDIFClient(app.serviceManager.serverSettings), insert);
+    const serverRoot = PageConfig.getOption('serverRoot');
+    const panel = new NDIFPanel(new NDIFClient(app.serviceManager.serverSettings), insert, origin =>
+      openOrigin(app, origin, serverRoot)
+    );
     panel.title.label = 'NDIF';
     shell.add(panel, 'right', { rank: 600 });
+    notebooks.widgetAdded.connect((_, notebook) => void showPicturesOfGoneWidgets(notebook));
 
+    // The notebook is written with its cells before it opens: changing the cells of a notebook that is still
+    // rendering its first cell fails inside JupyterLab.
     app.commands.addCommand(NEW_NOTEBOOK, {
       label: 'New NDIF notebook',
       caption: 'A notebook with the ndif magics loaded and a sample %%ndif generate cell',
-      execute: async () => {
-        const widget = await app.commands.execute('notebook:create-new', { kernelName: 'python3' });
-        await widget.context.ready;
-        widget.context.model.sharedModel.insertCells(
-          0,
-          SAMPLE_CELLS.map(source => ({ cell_type: 'code', source }))
-        );
-        const cells = widget.context.model.sharedModel.cells;
-        if (cells.length > SAMPLE_CELLS.length && cells[cells.length - 1].getSource() === '') {
-          widget.context.model.sharedModel.deleteCell(cells.length - 1);
-        }
-        return widget;
+      execute: async args => {
+        const folder = typeof args.cwd === 'string' ? args.cwd : (fileBrowser?.model.path ?? '');
+        const contents = app.serviceManager.contents;
+        const untitled = await contents.newUntitled({ path: folder, type: 'notebook' });
+        await contents.save(untitled.path, { type: 'notebook', format: 'json', content: sampleNotebook() });
+        return app.commands.execute('docmanager:open', {
+          path: untitled.path,
+          factory: 'Notebook',
+          kernel: { name: 'python3' }
+        });
       }
     });
     launcher?.add({ command: NEW_NOTEBOOK, category: 'Notebook', rank: 10 });

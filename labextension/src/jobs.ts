@@ -1,13 +1,27 @@
-// The user's jobs, refreshed while the sidebar is shown: status, place in line, owner, timings, errors, and a cancel
-// button.
+// The user's jobs, refreshed while the sidebar is shown: status, place in line, owner, the notebook and prompt each
+// came from, when it was sent, timings, errors, and a cancel button.
 
 import { IJob, NDIFClient } from './api';
+import { notebookName, sentText } from './origin';
 import { shortDuration } from './paths';
 
 const FINISHED = new Set(['done', 'error', 'cancelled']);
 
-/** One job as a list item; running and queued jobs get a cancel button, and `showOwner` labels who sent it. */
-export function renderJob(job: IJob, client: NDIFClient, onChanged: () => void, showOwner = false): HTMLElement {
+/** What a job's list item does and says beyond the job itself. */
+export interface IJobView {
+  client: Pick<NDIFClient, 'cancel'>;
+  /** Called once a cancel was asked for, to refresh the list. */
+  onChanged: () => void;
+  /** Label who sent the job (in a list of several users' jobs). */
+  showOwner?: boolean;
+  /** Open the notebook the job came from at its cell; without it the notebook's name is plain text. */
+  onOpenOrigin?: (job: IJob) => void;
+  /** Why the job's notebook or cell could not be opened, the last time it was asked for. */
+  originProblem?: string;
+}
+
+/** One job as a list item; running and queued jobs get a cancel button. */
+export function renderJob(job: IJob, view: IJobView): HTMLElement {
   const item = document.createElement('li');
   item.className = `ndif-job ndif-job-${job.status}`;
   item.dataset.job = job.id;
@@ -21,23 +35,30 @@ export function renderJob(job: IJob, client: NDIFClient, onChanged: () => void, 
   what.className = 'ndif-job-what';
   what.textContent = `${job.kind} on ${job.model}`;
   head.append(status, what);
-  if (showOwner && job.owner) {
+  if (view.showOwner && job.owner) {
     const owner = document.createElement('span');
     owner.className = 'ndif-job-owner';
     owner.textContent = job.owner;
     owner.title = `sent by ${job.owner}`;
     head.appendChild(owner);
   }
-  item.appendChild(head);
+  item.append(head, renderOrigin(job, view));
+  if (job.prompt) {
+    const prompt = document.createElement('div');
+    prompt.className = 'ndif-job-prompt';
+    prompt.textContent = `“${job.prompt}”`;
+    prompt.title = job.prompt;
+    item.appendChild(prompt);
+  }
   const timing = document.createElement('div');
   timing.className = 'ndif-job-timing';
   timing.textContent = timingText(job);
   item.appendChild(timing);
+  if (view.originProblem) {
+    item.appendChild(line('ndif-job-origin-problem', view.originProblem));
+  }
   if (job.error) {
-    const error = document.createElement('div');
-    error.className = 'ndif-job-message';
-    error.textContent = `${job.error.type}: ${job.error.message}`;
-    item.appendChild(error);
+    item.appendChild(line('ndif-job-message', `${job.error.type}: ${job.error.message}`));
   }
   if (!FINISHED.has(job.status)) {
     const cancel = document.createElement('button');
@@ -45,12 +66,44 @@ export function renderJob(job: IJob, client: NDIFClient, onChanged: () => void, 
     cancel.textContent = 'Cancel';
     cancel.addEventListener('click', async () => {
       cancel.disabled = true;
-      await client.cancel(job.id).catch(() => undefined);
-      onChanged();
+      await view.client.cancel(job.id).catch(() => undefined);
+      view.onChanged();
     });
     item.appendChild(cancel);
   }
   return item;
+}
+
+/** The notebook the job came from (a link to its cell when it can be opened) and when it was sent. */
+function renderOrigin(job: IJob, view: IJobView): HTMLElement {
+  const origin = document.createElement('div');
+  origin.className = 'ndif-job-origin';
+  const path = job.origin?.notebook;
+  if (path) {
+    const name = notebookName(path);
+    const open = view.onOpenOrigin;
+    const notebook = document.createElement(open ? 'button' : 'span');
+    notebook.className = 'ndif-job-notebook';
+    notebook.textContent = name;
+    notebook.title = open ? `${path}: open it at the cell that sent this job` : path;
+    if (open) {
+      notebook.addEventListener('click', () => open(job));
+    }
+    origin.appendChild(notebook);
+  }
+  const sent = document.createElement('span');
+  sent.className = 'ndif-job-sent';
+  sent.textContent = `sent ${sentText(job.created)}`;
+  sent.title = new Date(job.created * 1000).toLocaleString();
+  origin.appendChild(sent);
+  return origin;
+}
+
+function line(className: string, text: string): HTMLElement {
+  const node = document.createElement('div');
+  node.className = className;
+  node.textContent = text;
+  return node;
 }
 
 export function statusText(job: IJob): string {

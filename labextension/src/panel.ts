@@ -1,8 +1,9 @@
-// The NDIF sidebar: the served models with their module trees and queues, and the jobs, refreshed while it is visible.
+// The NDIF sidebar: the served models with their module trees and queues above, the jobs below in a section of their
+// own that keeps its place however long the trees are; each part scrolls on its own; refreshed while it is visible.
 
 import { Widget } from '@lumino/widgets';
 
-import { IJob, IServedModel, IUser, MissingExtensionError, NDIFClient } from './api';
+import { IJob, IJobOrigin, IServedModel, IUser, MissingExtensionError, NDIFClient } from './api';
 import { renderJob, showOwners } from './jobs';
 import { renderModuleTree } from './tree';
 
@@ -24,10 +25,17 @@ export class NDIFPanel extends Widget {
   private backendText = '';
   private modelsProblem: unknown;
   private jobsProblem: unknown;
+  private jobs: IJob[] = [];
+  /** What the job list shows, so that an unchanged list is left as it is (a tooltip or a click stays on it). */
+  private jobsKey = '';
+  /** Why a job's notebook or cell could not be opened, by job id, until it opens. */
+  private readonly originProblems = new Map<string, string>();
 
+  /** `openOrigin` opens the notebook a job came from at its cell, or rejects saying why it cannot. */
   constructor(
     private readonly client: NDIFClient,
-    private readonly onPick: (dotted: string) => void
+    private readonly onPick: (dotted: string) => void,
+    private readonly openOrigin?: (origin: IJobOrigin) => Promise<void>
   ) {
     super();
     this.id = 'ndif-panel';
@@ -38,12 +46,8 @@ export class NDIFPanel extends Widget {
     this.jobsNode.className = 'ndif-jobs';
     this.userNode.className = 'ndif-user';
     this.node.append(
-      heading('Models'),
-      this.messageNode,
-      this.modelsNode,
-      heading('Jobs'),
-      this.userNode,
-      this.jobsNode
+      section('ndif-models-section', heading('Models'), this.messageNode, this.modelsNode),
+      section('ndif-jobs-section', heading('Jobs'), this.userNode, this.jobsNode)
     );
   }
 
@@ -109,13 +113,47 @@ export class NDIFPanel extends Widget {
       return;
     }
     this.showMessage();
-    const newestFirst = [...jobs].reverse();
-    const owners = showOwners(jobs);
+    this.jobs = jobs;
+    this.renderJobs();
+  }
+
+  private renderJobs(): void {
+    const key = JSON.stringify([this.jobs, [...this.originProblems]]);
+    if (key === this.jobsKey) {
+      return;
+    }
+    this.jobsKey = key;
+    const newestFirst = [...this.jobs].reverse();
+    const showOwner = showOwners(this.jobs);
+    const onChanged = () => void this.refreshJobs();
+    const onOpenOrigin = this.openOrigin ? (job: IJob) => void this.openJobOrigin(job) : undefined;
     this.jobsNode.replaceChildren(
       ...(newestFirst.length
-        ? newestFirst.map(job => renderJob(job, this.client, () => void this.refreshJobs(), owners))
+        ? newestFirst.map(job =>
+            renderJob(job, {
+              client: this.client,
+              onChanged,
+              showOwner,
+              onOpenOrigin,
+              originProblem: this.originProblems.get(job.id)
+            })
+          )
         : [emptyNote('No jobs yet: run a cell with --server (or device_map="server").')])
     );
+  }
+
+  /** Open the job's notebook at its cell; what went wrong stays on show under the job until it opens. */
+  async openJobOrigin(job: IJob): Promise<void> {
+    if (!this.openOrigin || !job.origin) {
+      return;
+    }
+    try {
+      await this.openOrigin(job.origin);
+      this.originProblems.delete(job.id);
+    } catch (error) {
+      this.originProblems.set(job.id, error instanceof Error ? error.message : String(error));
+    }
+    this.renderJobs();
   }
 
   private renderModel(model: IServedModel, open: boolean): HTMLElement {
@@ -144,6 +182,8 @@ export class NDIFPanel extends Widget {
       this.modelsKey = '';
       this.summaries.clear();
       this.modelsNode.replaceChildren();
+      this.jobs = [];
+      this.jobsKey = '';
       this.jobsNode.replaceChildren();
       this.userNode.textContent = '';
     }
@@ -180,6 +220,13 @@ function fillSummary(summary: HTMLElement, model: IServedModel): void {
     nodes.push(label);
   }
   summary.replaceChildren(...nodes);
+}
+
+function section(className: string, ...children: HTMLElement[]): HTMLElement {
+  const node = document.createElement('section');
+  node.className = `ndif-section ${className}`;
+  node.append(...children);
+  return node;
 }
 
 function heading(text: string): HTMLElement {

@@ -1,4 +1,5 @@
-// A served model's module tree as an expandable list; clicking a module hands its dotted path to a callback.
+// A served model's module tree as an expandable list, one line per module (name, class, parameter count); clicking a
+// module hands its dotted path to a callback.
 
 import { IModuleNode } from './api';
 import { pythonPath, shortCount } from './paths';
@@ -24,11 +25,16 @@ function renderNode(node: IModuleNode, dotted: string, depth: number, onPick: (d
   const label = document.createElement('span');
   label.className = 'ndif-tree-label';
   label.textContent = node.name;
-  label.title = `${pythonPath(dotted)} — click to insert ${pythonPath(dotted)}.output`;
-  const detail = document.createElement('span');
-  detail.className = 'ndif-tree-detail';
-  detail.textContent = `${node.class}${node.parameters ? ` · ${shortCount(node.parameters)}` : ''}`;
-  row.append(toggle, label, detail);
+  label.title = `${pythonPath(dotted)} (${node.class}) — click to insert ${pythonPath(dotted)}.output`;
+  const moduleClass = document.createElement('span');
+  moduleClass.className = 'ndif-tree-class';
+  moduleClass.textContent = node.class;
+  moduleClass.title = node.class;
+  const count = document.createElement('span');
+  count.className = 'ndif-tree-count';
+  count.textContent = node.parameters ? shortCount(node.parameters) : '';
+  count.title = node.parameters ? `${node.parameters.toLocaleString()} parameters` : '';
+  row.append(toggle, label, moduleClass, count);
   item.appendChild(row);
   label.addEventListener('click', () => onPick(dotted));
   if (node.children.length > 0) {

@@ -1,5 +1,5 @@
-// A job in the sidebar: its status line and place in line, its timings, its owner in an admin's list, and a cancel
-// button only while it can be cancelled.
+// A job in the sidebar: its status line and place in line, its notebook (a link to its cell), prompt and time sent, its
+// timings, its owner in an admin's list, and a cancel button only while it can be cancelled.
 
 // @vitest-environment jsdom
 
@@ -84,11 +84,13 @@ describe('timingText', () => {
 });
 
 describe('renderJob', () => {
+  const plain = { client: {} as NDIFClient, onChanged: () => undefined };
+
   it('cancels a running job through the client', async () => {
     const cancel = vi.fn().mockResolvedValue(undefined);
     const changed = vi.fn();
     const client = { cancel } as unknown as NDIFClient;
-    const node = renderJob(job({ status: 'running', phase: 'running' }), client, changed);
+    const node = renderJob(job({ status: 'running', phase: 'running' }), { client, onChanged: changed });
     const button = node.querySelector('button') as HTMLButtonElement;
     button.click();
     await vi.waitFor(() => expect(changed).toHaveBeenCalled());
@@ -99,27 +101,58 @@ describe('renderJob', () => {
   it("shows a failed job's error and no cancel button", () => {
     const node = renderJob(
       job({ status: 'error', error: { type: 'ExecutionError', message: 'shape mismatch' } }),
-      {} as NDIFClient,
-      () => undefined
+      plain
     );
     expect(node.querySelector('button')).toBeNull();
     expect(node.querySelector('.ndif-job-message')?.textContent).toBe('ExecutionError: shape mismatch');
   });
 
   it('shows the place in line of a queued job in its status', () => {
-    const node = renderJob(job({ status: 'queued', queue_position: 4 }), {} as NDIFClient, () => undefined);
+    const node = renderJob(job({ status: 'queued', queue_position: 4 }), plain);
     expect(node.querySelector('.ndif-job-status')?.textContent).toBe('queued · 4th in line');
     expect(node.dataset.status).toBe('queued');
     expect(node.querySelector('button')?.textContent).toBe('Cancel');
   });
 
   it('labels the owner only when asked to', () => {
-    const plain = renderJob(job({ owner: 'bob' }), {} as NDIFClient, () => undefined);
-    expect(plain.querySelector('.ndif-job-owner')).toBeNull();
-    const labelled = renderJob(job({ owner: 'bob' }), {} as NDIFClient, () => undefined, true);
+    const unlabelled = renderJob(job({ owner: 'bob' }), plain);
+    expect(unlabelled.querySelector('.ndif-job-owner')).toBeNull();
+    const labelled = renderJob(job({ owner: 'bob' }), { ...plain, showOwner: true });
     const owner = labelled.querySelector('.ndif-job-owner') as HTMLElement;
     expect(owner.textContent).toBe('bob');
     expect(owner.title).toBe('sent by bob');
     expect(labelled.querySelector('.ndif-job-head')?.textContent).toBe('donegenerate on tinybob');
+  });
+
+  it('shows the notebook, the first words of the prompt and when it was sent, and opens the notebook on a click', () => {
+    const sent = new Date();
+    sent.setHours(9, 5, 7);
+    const open = vi.fn();
+    const origin = { notebook: '/home/alice/work/sidebar.ipynb', cell: 'c-1' };
+    const shown = job({ origin, prompt: 'The Eiffel Tower is in the city of', created: sent.getTime() / 1000 });
+    const node = renderJob(shown, { ...plain, onOpenOrigin: open });
+    const notebook = node.querySelector('.ndif-job-origin .ndif-job-notebook') as HTMLButtonElement;
+    expect(notebook.tagName).toBe('BUTTON');
+    expect(notebook.textContent).toBe('sidebar.ipynb');
+    expect(notebook.title).toBe('/home/alice/work/sidebar.ipynb: open it at the cell that sent this job');
+    expect(node.querySelector('.ndif-job-sent')?.textContent).toBe('sent 09:05:07');
+    expect(node.querySelector('.ndif-job-prompt')?.textContent).toBe('“The Eiffel Tower is in the city of”');
+    notebook.click();
+    expect(open).toHaveBeenCalledWith(shown);
+    expect(node.querySelector('.ndif-job-origin-problem')).toBeNull();
+  });
+
+  it('says why the notebook could not be opened, and shows a job from a server without origins', () => {
+    const origin = { notebook: 'sidebar.ipynb', cell: 'c-1' };
+    const failed = renderJob(job({ origin }), { ...plain, onOpenOrigin: () => undefined, originProblem: 'gone' });
+    expect(failed.querySelector('.ndif-job-origin-problem')?.textContent).toBe('gone');
+
+    const notOpenable = renderJob(job({ origin }), plain);
+    expect(notOpenable.querySelector('.ndif-job-notebook')?.tagName).toBe('SPAN');
+
+    const old = renderJob(job({}), plain);
+    expect(old.querySelector('.ndif-job-notebook')).toBeNull();
+    expect(old.querySelector('.ndif-job-prompt')).toBeNull();
+    expect(old.querySelector('.ndif-job-sent')?.textContent).toMatch(/^sent \d{4}-\d{2}-\d{2} \d{2}:\d{2}$/);
   });
 });

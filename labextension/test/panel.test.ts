@@ -1,5 +1,6 @@
-// The sidebar: each model's queue next to its name, who is signed in, and owners only in a list of several users' jobs;
-// all of it absent, and nothing broken, with a server that does not send these fields.
+// The sidebar: each model's queue next to its name, who is signed in, owners only in a list of several users' jobs, the
+// jobs in a section of their own, a job's notebook opened from it; all of it absent, and nothing broken, with a server
+// that does not send these fields.
 
 // @vitest-environment jsdom
 
@@ -141,6 +142,47 @@ describe('NDIFPanel', () => {
       'The server extension answered: Error: 503 the job store is unavailable'
     ]);
     expect(texts(panel, '.ndif-model > summary')).toEqual(['tiny (LlamaForCausalLM)']);
+  });
+
+  it('lists the jobs in a section of their own below the models', async () => {
+    const panel = panelWith(
+      () => ({ backend: 'local', models: [model({})] }),
+      () => [job('j1', {})]
+    );
+    await panel.refreshModels();
+    await panel.refreshJobs();
+    const sections = [...panel.node.children].map(node => node.className);
+    expect(sections).toEqual(['ndif-section ndif-models-section', 'ndif-section ndif-jobs-section']);
+    expect(panel.node.querySelector('.ndif-models-section .ndif-model')).not.toBeNull();
+    expect(panel.node.querySelector('.ndif-jobs-section .ndif-job')).not.toBeNull();
+  });
+
+  it("opens a job's notebook, keeps saying why it could not until it can, and leaves an unchanged list", async () => {
+    const origin = { notebook: '/home/alice/gone.ipynb', cell: 'c-1' };
+    const openOrigin = vi
+      .fn()
+      .mockRejectedValueOnce(new Error('gone.ipynb no longer exists'))
+      .mockResolvedValue(undefined);
+    const client = {
+      models: vi.fn(async () => ({ backend: 'local', models: [] })),
+      jobs: vi.fn(async () => [job('j1', { origin }), job('j2', {})]),
+      cancel: vi.fn()
+    } as unknown as NDIFClient;
+    const panel = new NDIFPanel(client, () => undefined, openOrigin);
+    await panel.refreshJobs();
+    const listed = panel.node.querySelector('[data-job="j1"]');
+    await panel.refreshJobs();
+    expect(panel.node.querySelector('[data-job="j1"]')).toBe(listed);
+    (panel.node.querySelector('[data-job="j1"] .ndif-job-notebook') as HTMLButtonElement).click();
+    await vi.waitFor(() => expect(texts(panel, '.ndif-job-origin-problem')).toEqual(['gone.ipynb no longer exists']));
+    expect(openOrigin).toHaveBeenCalledWith(origin);
+    await panel.refreshJobs();
+    expect(texts(panel, '[data-job="j1"] .ndif-job-origin-problem')).toEqual(['gone.ipynb no longer exists']);
+    expect(panel.node.querySelector('[data-job="j2"] .ndif-job-notebook')).toBeNull();
+
+    (panel.node.querySelector('[data-job="j1"] .ndif-job-notebook') as HTMLButtonElement).click();
+    await vi.waitFor(() => expect(openOrigin).toHaveBeenCalledTimes(2));
+    await vi.waitFor(() => expect(panel.node.querySelector('.ndif-job-origin-problem')).toBeNull());
   });
 
   it('says so and clears the lists when the server extension is missing', async () => {

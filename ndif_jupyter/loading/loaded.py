@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import nullcontext
 from typing import Any, cast
 
 import torch
@@ -16,22 +17,30 @@ from ..errors import NDIFError, first_line
 from .checkpoints import DEFAULT_MODEL, cached_text, checkpoint_dir, hub_reachable, resolve
 from .layer_stack import one_layer_twin
 from .shapes import ShapeOracle
+from .weight_progress import weight_loading
 
 
 class LoadedModel:
     """A causal language model by name: config, tokenizer (left padding) and module tree now, weights on `dispatch`.
 
     `name` is a Hugging Face repo id, a checkpoint folder, or None for the embedded default model. Construction
-    reads only the config and the tokenizer and builds the module tree on the meta device.
+    reads only the config and the tokenizer and builds the module tree on the meta device. With `progress`, loading
+    the weights shows one progress line that ends in how long it took.
     """
 
     def __init__(
-        self, name: str | None = None, *, dtype: str | torch.dtype = "auto", attn_implementation: str | None = None
+        self,
+        name: str | None = None,
+        *,
+        dtype: str | torch.dtype = "auto",
+        attn_implementation: str | None = None,
+        progress: bool = False,
     ):
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self.name = name or DEFAULT_MODEL
         self.source = resolve(self.name)
+        self.progress = progress
         offline = not os.path.isdir(self.source) and not hub_reachable()
         found = {"cache_dir": str(checkpoint_dir()), "local_files_only": offline}
         try:
@@ -84,14 +93,15 @@ class LoadedModel:
                 self.local_model.to(wanted)
             else:
                 extra = {"attn_implementation": self.attn_implementation} if self.attn_implementation else {}
-                loaded = AutoModelForCausalLM.from_pretrained(
-                    self.source,
-                    device_map=wanted,
-                    dtype=self.dtype,
-                    cache_dir=str(checkpoint_dir()),
-                    local_files_only=self.local_files_only,
-                    **extra,
-                )
+                with weight_loading(self.name, wanted) if self.progress else nullcontext():
+                    loaded = AutoModelForCausalLM.from_pretrained(
+                        self.source,
+                        device_map=wanted,
+                        dtype=self.dtype,
+                        cache_dir=str(checkpoint_dir()),
+                        local_files_only=self.local_files_only,
+                        **extra,
+                    )
                 loaded.eval()
                 loaded.requires_grad_(False)  # frozen: a gradient run computes only the gradients a graph asks for
                 self.local_model = loaded

@@ -16,6 +16,7 @@ from ..loading.loaded import LoadedModel
 from .container import unpack
 from .cost import Cost, estimate_request_cost
 from .limits import Limits, cut, quote
+from .origin import Origin
 from .request import request_from_document
 from .schema import check_document
 from .validation import check_sizes, validate_request
@@ -37,12 +38,13 @@ class Refusal(Exception):
 
 @dataclass(frozen=True)
 class Admission:
-    """A request that passed every check: the served model it runs on, its graph (or a session's graphs) and its
-    cost."""
+    """A request that passed every check: the served model it runs on, its graph (or a session's graphs), its cost,
+    and where it was sent from (display only; None when the request does not say)."""
 
     model: LoadedModel
     request: Request
     cost: Cost
+    origin: Origin | None = None
 
 
 def admit(
@@ -63,7 +65,7 @@ def admit(
         cost = estimate_request_cost(request, model, limits)
     except ProtocolError as error:
         raise Refusal(400, f"the request is not valid: {error}") from None
-    return Admission(model, request, cost)
+    return Admission(model, request, cost, Origin.from_document(document))
 
 
 def check_body_size(size: int, limits: Limits) -> None:

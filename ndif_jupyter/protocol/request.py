@@ -11,17 +11,20 @@ from ..ir.graph import Graph, Invoke, Node
 from ..ir.session import Request, Session
 from ..ir.source import Source
 from .container import pack, unpack
+from .origin import Origin
 from .schema import FORMAT_VERSION, check_document
 from .values import TensorTable, decode_value, encode_value
 
 REQUEST_FORMAT = "ndif.request"
 
 
-def encode_request(request: Request, model: str) -> bytes:
+def encode_request(request: Request, model: str, origin: Origin | None = None) -> bytes:
     """The message that asks a server to run `request` (a block's graph, or a session's graphs in order) on its model
-    named `model`. A session's blocks share one container."""
+    named `model`, sent from `origin` when known. A session's blocks share one container."""
     table = TensorTable()
     document: dict[str, Any] = {"format": REQUEST_FORMAT, "version": FORMAT_VERSION, "model": model}
+    if origin is not None and origin.document():
+        document["origin"] = origin.document()
     if isinstance(request, Session):
         document["blocks"] = [_block_document(graph, table) for graph in request.graphs]
     else:

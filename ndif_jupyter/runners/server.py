@@ -9,12 +9,14 @@ from ..errors import ProtocolError
 from ..ir.graph import Graph
 from ..ir.result import ExecutionResult, RunResult, SessionResult
 from ..ir.session import Session
+from .origin import running_origin
 
 SERVER = "server"
 
 
 class ServerRunner:
-    """Sends the graph to the server's model of the same name; the kernel needs no weights.
+    """Sends the graph to the server's model of the same name, with the notebook and cell it comes from; the kernel
+    needs no weights.
 
     Made when the block opens, so a kernel that knows of no server is told then, before anything is recorded.
     """
@@ -24,11 +26,11 @@ class ServerRunner:
         self.model_name = model_name
 
     def run(self, graph: Graph) -> ExecutionResult:
-        return _answer(self.client.run(graph, self.model_name), ExecutionResult)
+        return _answer(self.client.run(graph, self.model_name, running_origin()), ExecutionResult)
 
     def run_session(self, session: Session) -> SessionResult:
         """Send a session's blocks as one request: one job, one round trip."""
-        return _answer(self.client.run(session, self.model_name), SessionResult)
+        return _answer(self.client.run(session, self.model_name, running_origin()), SessionResult)
 
 
 _Answer = TypeVar("_Answer", ExecutionResult, SessionResult)

@@ -74,24 +74,3 @@ def plain_values(grid: torch.Tensor) -> list[float | None]:
     """A grid as a flat row-major list of floats, with None for values that are not finite (JSON has no NaN)."""
     flat = grid.reshape(-1).tolist()
     return [value if value == value and abs(value) != float("inf") else None for value in flat]
-
-
-def value_range(grid: torch.Tensor, diverging: bool) -> tuple[float, float]:
-    """The colour scale's ends: the finite values' range, symmetric around zero when `diverging`.
-
-    A few extreme values (the first token's huge norm in many models) would flatten everything else into one colour,
-    so the scale stops at three interquartile ranges beyond the middle half of the values; values outside it show in
-    the end colours, and their numbers are unchanged.
-    """
-    finite = grid[torch.isfinite(grid)].double()
-    if finite.numel() == 0:
-        return (0.0, 0.0)
-    low, high = finite.min().item(), finite.max().item()
-    if finite.numel() >= 8:
-        lower, upper = torch.quantile(finite, torch.tensor([0.25, 0.75], dtype=finite.dtype)).tolist()
-        spread = upper - lower
-        low, high = max(low, lower - 3 * spread), min(high, upper + 3 * spread)
-    if diverging:
-        bound = max(abs(low), abs(high))
-        return (-bound, bound)
-    return (low, high)

@@ -48,7 +48,8 @@ class LayerStack:
 
 
 def find_stacks(entries: list[SavedEntry], minimum_layers: int = 2) -> list[LayerStack]:
-    """Every group of at least `minimum_layers` entries that are the same module value of numbered layers.
+    """Every group of at least `minimum_layers` entries that are the same module value of numbered layers, and one
+    layer's value saved at several steps (its view is then the steps: one row, a slider and all steps joined).
 
     Entries with a recorded origin group by module path (`model.layers.3` and `model.layers.7.mlp` are layers 3 and 7
     of different stacks); plain tensors group by name (`hs[0]`, `hs[1]`, ...). Only [rows, tokens, width] tensors
@@ -81,7 +82,7 @@ def find_stacks(entries: list[SavedEntry], minimum_layers: int = 2) -> list[Laye
     stacks = []
     for key, by_step in groups.items():
         stack = _stack_of(labels[key], by_step, key[-1] if key[0] == "module" else None)
-        if stack is not None and len(stack.layer_labels) >= minimum_layers:
+        if stack is not None and (len(stack.layer_labels) >= minimum_layers or len(stack.steps) > 1):
             stacks.append(stack)
     return stacks
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import Normalize
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from .views import as_float_tensor, step_text
@@ -51,6 +51,8 @@ def render_text(browser: ActivationBrowser) -> str:
         lines.append(f"  {row['name']}: {row['shape']} {row['dtype']}{where}{step}{norm}")
     if browser.views != ["overview"]:
         lines.append("views: " + ", ".join(browser.views) + " (interactive where widgets run)")
+    for absent in browser.absent_views:
+        lines.append(f"no {absent['view']} view: {absent['how']}")
     return "\n".join(lines)
 
 
@@ -76,58 +78,112 @@ class _Picture:
         return buffer.getvalue()
 
 
-def _cells(
-    values: np.ndarray, cmap: str, low: float, high: float, cell_w: int, cell_h: int, flip: bool = True
+def cell_raster(
+    values: np.ndarray,
+    cmap: str,
+    low: float,
+    high: float,
+    cell_w: int,
+    cell_h: int,
+    flip: bool = True,
+    log: bool = False,
+    mark_outside: bool = False,
 ) -> np.ndarray:
-    """A [rows, cols] grid as an RGBA raster of cells (first row at the bottom when `flip`)."""
+    """A [rows, cols] grid as an RGBA raster of cells (first row at the bottom when `flip`).
+
+    With `mark_outside`, a cell beyond the scale gets the front end's corner: top right above, bottom left below.
+    """
     scale = colormaps[cmap].with_extremes(bad=_NAN_COLOUR)
-    rgba = scale(Normalize(low, high if high > low else low + 1e-12)(np.ma.masked_invalid(values)))
-    rgba = (rgba * 255).astype(np.uint8)
+    high = high if high > low else low + 1e-12
+    if log and low > 0:
+        normed = LogNorm(low, high, clip=True)(np.ma.masked_invalid(np.where(values > 0, values, low)))
+    else:
+        normed = Normalize(low, high, clip=True)(np.ma.masked_invalid(values))
+    rgba = (scale(normed) * 255).astype(np.uint8)
     if flip:
-        rgba = rgba[::-1]
-    return np.repeat(np.repeat(rgba, cell_h, axis=0), cell_w, axis=1)
+        rgba, values = rgba[::-1], values[::-1]
+    cells = np.repeat(np.repeat(rgba, cell_h, axis=0), cell_w, axis=1)
+    if mark_outside and min(cell_w, cell_h) >= 3:
+        with np.errstate(invalid="ignore"):
+            _mark_outside(cells, values > high, values < low, cell_w, cell_h)
+    return cells
 
 
-def _colour_bar(picture: _Picture, cmap: str, low: float, high: float, label: str, x: int, y: int, height: int) -> None:
-    ramp = np.linspace(high, low, height).reshape(height, 1).repeat(10, axis=1)
-    picture.image(_cells(ramp, cmap, low, high, 1, 1, flip=False), x, y)
-    picture.text(x + 14, y, f"{high:.4g}", va="top")
-    picture.text(x + 14, y + height, f"{low:.4g}", va="bottom")
-    picture.text(x + 14, y + height / 2, label, va="center", rotation=90)
+def _mark_outside(cells: np.ndarray, above: np.ndarray, below: np.ndarray, cell_w: int, cell_h: int) -> None:
+    """Stamps a white corner with a dark edge into each cell beyond the scale: top right above, bottom left below."""
+    size = max(3, min(cell_w, cell_h) // 2)
+    rows, columns = np.indices((size, size))
+    for mask, inside, edge, corner_row, corner_column in (
+        (above, columns >= rows, columns == rows, 0, cell_w - size),
+        (below, rows >= columns, rows == columns, cell_h - size, 0),
+    ):
+        for row, column in zip(*np.nonzero(mask)):
+            top, left = row * cell_h + corner_row, column * cell_w + corner_column
+            block = cells[top : top + size, left : left + size]
+            block[inside] = (255, 255, 255, 255)
+            block[edge] = (0, 0, 0, 255)
+
+
+def _colour_bar(picture: _Picture, cmap: str, scale: dict[str, Any], label: str, x: int, y: int, height: int) -> None:
+    low, high, log = scale["min"], scale["max"], scale.get("scale") == "log" and scale["min"] > 0
+    ramp = np.geomspace(high, low, height) if log else np.linspace(high, low, height)
+    picture.image(cell_raster(ramp.reshape(height, 1).repeat(10, axis=1), cmap, low, high, 1, 1, False, log), x, y)
+    picture.text(x + 14, y, f"{high:.4g}" + (" ◥" if scale.get("above") else ""), va="top")
+    picture.text(x + 14, y + height, f"{low:.4g}" + (" ◣" if scale.get("below") else ""), va="bottom")
+    picture.text(x + 14, y + height / 2, label + (" (log)" if log else ""), va="center", rotation=90)
+
+
+def outside_text(scale: dict[str, Any]) -> str:
+    """What lies beyond a scale's ends, as the front end's legend says it."""
+    parts = []
+    if scale.get("above"):
+        parts.append(f"◥ {_count(scale['above'])} above {scale['max']:.4g}, up to {scale['data_max']:.4g}")
+    if scale.get("below"):
+        parts.append(f"◣ {_count(scale['below'])} below {scale['min']:.4g}, down to {scale['data_min']:.4g}")
+    if scale.get("left_out_first"):
+        parts.append("range without token 0")
+    return " · ".join(parts)
+
+
+def _count(count: int) -> str:
+    return "1 value" if count == 1 else f"{count} values"
 
 
 def _layer_grid(
     title: str,
     values: np.ndarray,
     cmap: str,
-    low: float,
-    high: float,
+    scale: dict[str, Any],
     tokens: list[str],
     layer_labels: list[str],
     bar_label: str,
     annotations: list[str] | None = None,
     probabilities: np.ndarray | None = None,
+    first_position: int = 0,
 ) -> _Picture:
-    """A layer x token grid (last layer on top) with token labels below, layer labels left and a colour bar."""
+    """A layer x token grid (last layer on top) with token labels below, layer labels left and a colour bar.
+
+    A long window labels every few tokens (at most `_MAX_LABELS`), with their positions from `first_position`.
+    """
     rows, cols = values.shape
     cell_w = max(6, min(44 if annotations else 28, 900 // max(1, cols)))
     cell_h = max(4, min(16, 480 // max(1, rows)))
     left, top = 40, 24
-    label_room = 8 + 6 * min(12, max((len(token) for token in tokens), default=1)) if cols <= _MAX_LABELS else 16
-    width, height = left + cols * cell_w + 110, top + rows * cell_h + label_room + 8
-    picture = _Picture(width, height)
+    label_room = 8 + 6 * min(12, max((len(token) for token in tokens), default=1))
+    outside = outside_text(scale)
+    width, height = left + cols * cell_w + 110, top + rows * cell_h + label_room + (22 if outside else 8)
+    picture = _Picture(max(width, 7 * len(outside) + 16), height)
     picture.text(4, 4, title, fontsize=8, va="top")
-    picture.image(_cells(values, cmap, low, high, cell_w, cell_h), left, top)
-    if cols <= _MAX_LABELS:
-        for column, token in enumerate(tokens):
-            picture.text(
-                left + column * cell_w + cell_w / 2,
-                top + rows * cell_h + 4,
-                _shown(token)[:12],
-                rotation=90,
-                ha="center",
-                va="top",
-            )
+    log = scale.get("scale") == "log"
+    picture.image(cell_raster(values, cmap, scale["min"], scale["max"], cell_w, cell_h, True, log, True), left, top)
+    stride = -(-cols // _MAX_LABELS)
+    for column in range(0, min(cols, len(tokens)), stride):
+        text = _shown(tokens[column])[:12] if stride == 1 else f"{first_position + column}:{_shown(tokens[column])[:8]}"
+        picture.text(
+            left + column * cell_w + cell_w / 2, top + rows * cell_h + 4, text, rotation=90, ha="center", va="top"
+        )
+    if outside:
+        picture.text(4, height - 4, outside, va="bottom")
     for row in range(0, rows, max(1, rows // 8)):
         picture.text(left - 4, top + (rows - row - 0.5) * cell_h, layer_labels[row], ha="right", va="center")
     if annotations is not None:
@@ -143,7 +199,7 @@ def _layer_grid(
                     fontsize=6,
                     color="white" if dark else "black",
                 )
-    _colour_bar(picture, cmap, low, high, bar_label, left + cols * cell_w + 14, top, max(60, min(rows * cell_h, 240)))
+    _colour_bar(picture, cmap, scale, bar_label, left + cols * cell_w + 14, top, max(60, min(rows * cell_h, 240)))
     return picture
 
 
@@ -166,11 +222,11 @@ def _heatmap(browser: ActivationBrowser) -> _Picture:
         _stack_title(browser),
         values,
         "RdBu_r" if grid["diverging"] else "viridis",
-        grid["min"],
-        grid["max"],
+        grid,
         browser.tokens,
         browser.layer_labels,
         grid["label"],
+        first_position=browser.window.get("start", 0),
     )
 
 
@@ -185,8 +241,7 @@ def _lens(browser: ActivationBrowser) -> _Picture:
         "Logit lens: " + _stack_title(browser),
         probabilities,
         "Blues",
-        0.0,
-        1.0,
+        {"min": 0.0, "max": 1.0},
         browser.tokens[:cols],
         browser.layer_labels,
         "probability of the top token",
@@ -214,7 +269,7 @@ def _attention(browser: ActivationBrowser) -> _Picture:
         y = 24 + (head // columns) * (size_h + 22)
         picture.text(x, y, f"head {head}", va="top")
         high = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
-        picture.image(_cells(values, "Greys", 0.0, max(high, 1e-6), cell, cell, flip=False), x, y + 14)
+        picture.image(cell_raster(values, "Blues", 0.0, max(high, 1e-6), cell, cell, flip=False), x, y + 14)
     return picture
 
 
@@ -227,9 +282,13 @@ def _strip(browser: ActivationBrowser) -> _Picture:
     cell_w = max(6, min(48, 900 // count))
     grid = as_float_tensor(values, 1, count).numpy()
     cmap = "RdBu_r" if strip["diverging"] else "viridis"
-    picture = _Picture(40 + count * cell_w + 110, 24 + 30 + 8)
+    outside = outside_text(strip)
+    picture = _Picture(max(40 + count * cell_w + 110, 7 * len(outside) + 16), 24 + 30 + (24 if outside else 8))
     picture.text(4, 4, strip["label"], fontsize=8, va="top")
-    picture.image(_cells(grid, cmap, strip["min"], strip["max"], cell_w, 30), 20, 24)
+    log = strip.get("scale") == "log"
+    picture.image(cell_raster(grid, cmap, strip["min"], strip["max"], cell_w, 30, False, log, True), 20, 24)
+    if outside:
+        picture.text(4, 24 + 30 + 20, outside, va="bottom")
     if count <= _MAX_LABELS:
         for column, token in enumerate(browser.tokens):
             picture.text(
@@ -240,7 +299,7 @@ def _strip(browser: ActivationBrowser) -> _Picture:
                 va="center",
                 fontsize=6,
             )
-    _colour_bar(picture, cmap, strip["min"], strip["max"], "", 20 + count * cell_w + 14, 24, 30)
+    _colour_bar(picture, cmap, strip, "", 20 + count * cell_w + 14, 24, 30)
     return picture
 
 
@@ -264,6 +323,10 @@ def _message(text: str) -> _Picture:
 
 
 def _shown(token: str) -> str:
-    """A token as a label: spaces and newlines visible, other control characters as escapes (no font draws them)."""
-    token = token.replace("\n", "⏎").replace(" ", "␣")
+    """A token as a label, as the front end writes it: a leading space a quiet dot (a token of spaces only each as
+    ␣), newlines visible, other control characters as escapes (no font draws them)."""
+    if token and token.strip(" ") == "":
+        return "␣" * len(token)
+    token = token.replace("\n", "⏎")
+    token = "·" + token[1:] if token.startswith(" ") else token
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in token)

@@ -16,7 +16,8 @@ from ..tracing.module_values import display_path
 from .attention import AttentionSource, bounded_patterns
 from .catalog import Catalog, SavedEntry
 from .lens import LensResult
-from .reductions import Reduction, plain_values, reduce, value_range
+from .reductions import Reduction, plain_values, reduce
+from .scales import colour_scale, first_token_mask
 from .stacks import JOINED, LayerStack
 
 
@@ -59,6 +60,22 @@ class Window:
 
     def as_dict(self) -> dict[str, int]:
         return {"start": self.start, "count": self.count, "total": self.total}
+
+
+HOW_TO_GET = {
+    "heatmap": "save the same value of two or more numbered layers (`[layer.output.save() for layer in "
+    "model.model.layers]`), or of one layer at several steps (after `next()`)",
+    "lens": "needs the model of the run (`browse(values, model=model)` for plain tensors)",
+    "attention": 'save attention weights: `self_attn.output[1]` of a model loaded with `attn_implementation="eager"`',
+}
+
+
+def absent_views(views: list[str]) -> dict[str, str]:
+    """The views these values do not have, each with what would give it."""
+    absent = {name: how for name, how in HOW_TO_GET.items() if name not in views}
+    if "heatmap" in absent:
+        absent.pop("lens")
+    return absent
 
 
 def overview_rows(entries: list[SavedEntry]) -> list[dict[str, Any]]:
@@ -105,35 +122,70 @@ def stack_tokens(catalog: Catalog, stack: LayerStack, step: int, row: int, windo
     return catalog.position_texts(stack.invoke, row, step, window.total, window.count, window.start)
 
 
-def grid_state(stack: LayerStack, step: int, row: int, reduction: Reduction, window: Window) -> dict[str, Any]:
-    """The layer x token heatmap: the reduction of every layer at the window's tokens, row-major."""
+@dataclass(frozen=True)
+class Colouring:
+    """How the heatmap and the strip colour values: `log` spaces the colours by powers of ten (for a reduction that
+    is not diverging), and `leave_out_first` computes the range without token 0, which is still drawn."""
+
+    log: bool = False
+    leave_out_first: bool = False
+
+
+def grid_state(
+    stack: LayerStack, step: int, row: int, reduction: Reduction, window: Window, colouring: Colouring = Colouring()
+) -> dict[str, Any]:
+    """The layer x token heatmap: the reduction of every layer at the window's tokens, row-major, and its scale."""
     grid = reduce(stack.at(step, row), reduction)[:, window.start : window.start + window.count]
-    low, high = value_range(grid, reduction.diverging)
     return {
         "rows": grid.shape[0],
         "cols": grid.shape[1],
         "values": plain_values(grid),
-        "min": low,
-        "max": high,
         "diverging": reduction.diverging,
         "label": reduction.label(),
+        **_scale_of(grid, reduction.diverging, colouring, window.start),
     }
 
 
-def strip_state(grid: dict[str, Any], layer: int, layer_labels: list[str]) -> dict[str, Any]:
+def strip_state(
+    grid: dict[str, Any], layer: int, layer_labels: list[str], window_start: int, colouring: Colouring = Colouring()
+) -> dict[str, Any]:
     """The token strip: one layer's row of the heatmap, coloured on that row's own scale."""
     cols = grid["cols"]
     layer = max(0, min(layer, grid["rows"] - 1))
     layer_label = layer_labels[layer]
     values = grid["values"][layer * cols : (layer + 1) * cols]
-    low, high = value_range(as_float_tensor(values, 1, len(values)), grid["diverging"])
     return {
         "layer": layer,
         "label": f"layer {layer_label}: {grid['label']}",
         "values": values,
-        "min": low,
-        "max": high,
         "diverging": grid["diverging"],
+        **_scale_of(as_float_tensor(values, 1, len(values)), grid["diverging"], colouring, window_start),
+    }
+
+
+def _scale_of(grid: torch.Tensor, diverging: bool, colouring: Colouring, window_start: int) -> dict[str, Any]:
+    rows, cols = grid.shape
+    left_out = first_token_mask(rows, cols, window_start) if colouring.leave_out_first else None
+    return {**colour_scale(grid, diverging, colouring.log, left_out), "left_out_first": left_out is not None}
+
+
+def cell_detail_state(
+    stack: LayerStack, step: int, row: int, layer: int, token: int, reduction: Reduction, neurons: int
+) -> dict[str, Any]:
+    """A clicked heatmap cell: its value, the norm of its hidden state and its `neurons` largest units by magnitude
+    (`token` is an absolute position of the step)."""
+    hidden = stack.at(step, row)
+    if not (0 <= layer < hidden.shape[0] and 0 <= token < hidden.shape[1]):
+        return {}
+    vector = hidden[layer, token].float()
+    largest = vector.abs().topk(min(neurons, vector.numel())).indices.tolist()
+    value = reduce(hidden[:, token : token + 1], reduction)[layer, 0].item()
+    return {
+        "layer": layer,
+        "token": token,
+        "value": _finite(value),
+        "norm": _finite(vector.norm().item()),
+        "neurons": [{"index": index, "value": _finite(vector[index].item())} for index in largest],
     }
 
 
@@ -196,7 +248,14 @@ def _finite(number: float | None) -> float | None:
 
 
 def empty_grid(message: str) -> dict[str, Any]:
-    return {"rows": 0, "cols": 0, "values": [], "min": 0.0, "max": 0.0, "diverging": False, "label": message}
+    return {
+        "rows": 0,
+        "cols": 0,
+        "values": [],
+        "diverging": False,
+        "label": message,
+        **_scale_of(torch.zeros(0, 0), False, Colouring(), 0),
+    }
 
 
 def stack_choice(stacks: list[LayerStack], index: int) -> LayerStack | None:

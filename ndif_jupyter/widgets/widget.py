@@ -15,12 +15,16 @@ from .attention import find_attention
 from .catalog import Catalog
 from .lens import LensResult, logit_lens, unembedding_paths
 from .reductions import DIRECTION, REDUCTIONS, Reduction, unit_direction
+from .scales import SCALES
 from .stacks import JOINED, LayerStack, find_stacks
 from .views import (
     Bounds,
+    Colouring,
     Shown,
     Window,
+    absent_views,
     attention_state,
+    cell_detail_state,
     empty_grid,
     grid_state,
     lens_cell_state,
@@ -35,6 +39,11 @@ from .views import (
 
 STATIC = pathlib.Path(__file__).parent / "static"
 LENS_TOP_K = 10
+PICTURE_METADATA = "ndif-jupyter"
+"""The output metadata key that marks a browser's output as carrying its picture, for the JupyterLab extension to
+show when the widget's model is gone (a notebook reopened after its kernel stopped)."""
+DETAIL_NEURONS = 8
+DETAIL_LENS_TOKENS = 5
 
 if TYPE_CHECKING:
     from ..model import Model
@@ -57,15 +66,18 @@ class ActivationBrowser(anywidget.AnyWidget):
     title = traitlets.Unicode("").tag(sync=True)
     texts: traitlets.List[Any] = traitlets.List().tag(sync=True)
     views: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    absent_views: traitlets.List[Any] = traitlets.List().tag(sync=True)
     overview: traitlets.List[Any] = traitlets.List().tag(sync=True)
     stacks: traitlets.List[Any] = traitlets.List().tag(sync=True)
     reductions = traitlets.List(list(REDUCTIONS)).tag(sync=True)
+    scales = traitlets.List(list(SCALES)).tag(sync=True)
     window = traitlets.Dict().tag(sync=True)
     tokens: traitlets.List[Any] = traitlets.List().tag(sync=True)
     layer_labels: traitlets.List[Any] = traitlets.List().tag(sync=True)
     grid = traitlets.Dict().tag(sync=True)
     lens = traitlets.Dict().tag(sync=True)
     lens_cell = traitlets.Dict().tag(sync=True)
+    cell_detail = traitlets.Dict().tag(sync=True)
     strip = traitlets.Dict().tag(sync=True)
     attention_sources: traitlets.List[Any] = traitlets.List().tag(sync=True)
     attention = traitlets.Dict().tag(sync=True)
@@ -78,11 +90,16 @@ class ActivationBrowser(anywidget.AnyWidget):
     reduction = traitlets.Unicode("norm").tag(sync=True)
     neuron = traitlets.Int(0).tag(sync=True)
     reference = traitlets.Int(0).tag(sync=True)
+    scale = traitlets.Unicode("linear").tag(sync=True)
+    leave_out_first = traitlets.Bool(False).tag(sync=True)
     token_start = traitlets.Int(0).tag(sync=True)
     selected: traitlets.List[Any] = traitlets.List().tag(sync=True)
     strip_layer = traitlets.Int(0).tag(sync=True)
     attention_source = traitlets.Int(0).tag(sync=True)
     head = traitlets.Int(0).tag(sync=True)
+    lens_probabilities = traitlets.Bool(False).tag(sync=True)
+    settled = traitlets.Int(0).tag(sync=True)
+    """(front end) Counts the times the user left the widget after changing it: the saved picture then follows."""
 
     def __init__(self, catalog: Catalog, view: str | None = None, bounds: Bounds | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -93,6 +110,8 @@ class ActivationBrowser(anywidget.AnyWidget):
         self._lens_cache: dict[tuple, LensResult | str] = {}
         self._shown: Shown | None = None
         self._direction: tuple[torch.Tensor, str] | None = None
+        self._displays: list[Any] = []
+        self._picture: str | None = None
         self._ready = False
         with self.hold_trait_notifications():
             self.title = catalog.title
@@ -110,6 +129,7 @@ class ActivationBrowser(anywidget.AnyWidget):
             ]
             self.attention_sources = [{"label": source.label, "heads": source.heads} for source in self._attention]
             self.views = self._available_views()
+            self.absent_views = [{"view": name, "how": how} for name, how in absent_views(self.views).items()]
             if view is not None and view not in self.views:
                 raise NDIFError(f"These values have no {view!r} view; they have {', '.join(self.views)}.")
             self.view = view or self.views[min(1, len(self.views) - 1)]
@@ -143,7 +163,18 @@ class ActivationBrowser(anywidget.AnyWidget):
         return True
 
     # ----- recomputing from the selection -----
-    @traitlets.observe("stack", "step", "row", "reduction", "neuron", "reference", "token_start", "strip_layer")
+    @traitlets.observe(
+        "stack",
+        "step",
+        "row",
+        "reduction",
+        "neuron",
+        "reference",
+        "token_start",
+        "strip_layer",
+        "scale",
+        "leave_out_first",
+    )
     def _on_selection(self, change: dict[str, Any]) -> None:
         if self._ready:
             self._refresh()
@@ -154,9 +185,11 @@ class ActivationBrowser(anywidget.AnyWidget):
             return
         self._refresh_lens()
         self._refresh_attention()
+        self._refresh_cell_detail()
 
     def _refresh(self) -> None:
         self._refresh_stack()
+        self._refresh_cell_detail()
         self._refresh_lens()
         self._refresh_attention()
 
@@ -176,8 +209,9 @@ class ActivationBrowser(anywidget.AnyWidget):
             self.window = window.as_dict()
             self.layer_labels = stack.layer_labels
             self.tokens = stack_tokens(self.catalog, stack, step, row, window)
-            self.grid = grid_state(stack, step, row, reduction, window)
-            self.strip = strip_state(self.grid, self.strip_layer, stack.layer_labels)
+            colouring = Colouring(log=self.scale == "log", leave_out_first=self.leave_out_first)
+            self.grid = grid_state(stack, step, row, reduction, window, colouring)
+            self.strip = strip_state(self.grid, self.strip_layer, stack.layer_labels, window.start, colouring)
 
     def set_direction(self, vector: torch.Tensor, label: str = "direction") -> None:
         """Colour the views by the projection of each hidden state on `vector` (a probe, a difference of means...).
@@ -203,6 +237,23 @@ class ActivationBrowser(anywidget.AnyWidget):
         if name == DIRECTION and self._direction is not None and self._direction[0].numel() == stack.width:
             return Reduction(name, neuron, reference, *self._direction)
         return Reduction("norm" if name == DIRECTION else name, neuron, reference)
+
+    def _refresh_cell_detail(self) -> None:
+        """The clicked heatmap cell's value, norm, largest neurons and (where the lens runs) its top tokens."""
+        if self.view != "heatmap" or len(self.selected) != 2 or not self._stacks:
+            self.cell_detail = {}
+            return
+        shown = self._shown_now()
+        stack = self._stacks[shown.stack]
+        layer, token = (int(part) for part in self.selected)
+        detail = cell_detail_state(
+            stack, shown.step, shown.row, layer, token, self._reduction(stack, shown.window), DETAIL_NEURONS
+        )
+        if detail and "lens" in self.views:
+            result = self.lens_result()
+            top = lens_cell_state(result, self._model().tokenizer, layer, token, shown.window) if result else {}
+            detail["lens"] = top.get("top", [])[:DETAIL_LENS_TOKENS]
+        self.cell_detail = detail
 
     def _refresh_lens(self) -> None:
         if self.view != "lens" or "lens" not in self.views:
@@ -266,6 +317,25 @@ class ActivationBrowser(anywidget.AnyWidget):
         self.attention = attention_state(self.catalog, source, self.step, self.row, self.token_start, self.bounds)
 
     # ----- notebook output -----
+    def _ipython_display_(self) -> None:
+        """Shown as a display that can be updated, so that the picture saved with the notebook follows the view."""
+        from IPython.display import display
+
+        data, metadata = self._repr_mimebundle_()
+        self._picture = data.get("image/png")
+        self._displays.append(display(data, metadata=metadata, raw=True, display_id=True))
+
+    @traitlets.observe("settled")
+    def _on_settled(self, change: dict[str, Any]) -> None:
+        if not self.static_picture or not self._displays:
+            return
+        data, metadata = self._repr_mimebundle_()
+        if data.get("image/png") == self._picture:
+            return
+        self._picture = data.get("image/png")
+        for handle in self._displays:
+            handle.update(data, metadata=metadata, raw=True)
+
     def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         from .static import render_png, render_text
 
@@ -279,6 +349,8 @@ class ActivationBrowser(anywidget.AnyWidget):
             data["image/png"] = base64.b64encode(render_png(self)).decode("ascii")
         except Exception as error:  # a picture that cannot be drawn must not hide the live widget
             data["text/plain"] += f"\n(static picture unavailable: {first_line(error)})"
+            return data, metadata
+        metadata[PICTURE_METADATA] = {"picture": "image/png"}
         return data, metadata
 
 

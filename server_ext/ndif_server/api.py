@@ -21,6 +21,7 @@ from .admissions import RETRY_SECONDS
 from .core import NDIFCore
 from .identity import Caller, client_of
 from .jobs import FINISHED, Job, StoreUnavailable
+from .prompt_preview import prompt_preview
 
 LONGEST_WAIT = 30.0
 CHUNK = 4 * 1024 * 1024
@@ -140,8 +141,12 @@ class JobsApi(NDIFApi):
             raise self.refuse(refusal) from None
         request = admission.request
         client = client_of(self.request.headers.get(CLIENT_HEADER))
+        prompt = prompt_preview(request, admission.model.tokenizer)
+        origin = admission.origin.document() if admission.origin is not None else None
         try:
-            job = core.store.new(admission.model.name, request.kind, steps_of(request), caller.name, cost, client)
+            job = core.store.new(
+                admission.model.name, request.kind, steps_of(request), caller.name, cost, client, prompt, origin
+            )
         except StoreUnavailable as error:
             raise web.HTTPError(503, cut(str(error), 600)) from None
         backend.submit(job, request)

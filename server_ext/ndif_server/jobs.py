@@ -43,7 +43,8 @@ def store_unavailable_message(action: str, reason: str) -> str:
 
 @dataclass
 class Job:
-    """What GET jobs/{id} reports. `phase` says what a running job is doing; `step` of `steps` its forward passes."""
+    """What GET jobs/{id} reports. `phase` says what a running job is doing; `step` of `steps` its forward passes;
+    `prompt` (the first words of its first prompt) and `origin` (the notebook and cell that sent it) tell it apart."""
 
     id: str
     model: str
@@ -62,6 +63,8 @@ class Job:
     cost: dict[str, int] | None = None
     expired: bool = False
     batch: int = 0
+    prompt: str = ""
+    origin: dict[str, str] | None = None
     cancel_requested: bool = field(default=False, repr=False)
 
     def capped_step(self, step: int) -> int:
@@ -92,6 +95,8 @@ class Job:
             "error": self.error,
             "cost": self.cost,
             "batch": self.batch,
+            "prompt": self.prompt,
+            "origin": self.origin,
         }
 
     @classmethod
@@ -113,6 +118,8 @@ class Job:
             "error",
             "cost",
             "batch",
+            "prompt",
+            "origin",
         )
         return cls(**{key: document[key] for key in keys if key in document})
 
@@ -150,11 +157,19 @@ class JobStore:
         self._load()
 
     def new(
-        self, model: str, kind: str, steps: int, owner: str, cost: dict[str, int] | None = None, client: str = ""
+        self,
+        model: str,
+        kind: str,
+        steps: int,
+        owner: str,
+        cost: dict[str, int] | None = None,
+        client: str = "",
+        prompt: str = "",
+        origin: dict[str, str] | None = None,
     ) -> Job:
         """A queued job with an unguessable id (128 random bits), saved; StoreUnavailable when its record cannot be
         written (then no job was made)."""
-        job = Job(secrets.token_hex(16), model, kind, steps, owner, client, cost=cost)
+        job = Job(secrets.token_hex(16), model, kind, steps, owner, client, cost=cost, prompt=prompt, origin=origin)
         with self._lock:
             self._jobs[job.id] = job
             finished = sorted((j for j in self._jobs.values() if j.status in FINISHED), key=lambda j: j.created)

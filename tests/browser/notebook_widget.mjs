@@ -57,6 +57,131 @@ async function keyboard(page, widget) {
   return keys;
 }
 
+// The fourth cell's values have a huge first token: the heatmap and the strip mark what lies beyond their scales,
+// and the log scale and "range without token 0" change the legend.
+async function colours(page, outputFolder, seen) {
+  const widget = page.locator(".ndif-browser").nth(2);
+  await widget.waitFor({ timeout: RUN_TIMEOUT });
+  await widget.scrollIntoViewIfNeeded();
+  const found = {};
+  const legend = widget.locator(".ndif-legend");
+  const legendState = async () => ({
+    above: await legend.getAttribute("data-above"),
+    scale: await legend.getAttribute("data-scale"),
+    text: await legend.textContent(),
+  });
+  const changed = async (before) => page
+    .waitForFunction(
+      ([old]) => document.querySelectorAll(".ndif-browser")[2]?.querySelector(".ndif-legend")?.textContent !== old,
+      [before.text],
+      { timeout: 60_000 },
+    )
+    .catch(() => {});
+  await widget.locator('button.ndif-tab[data-view="heatmap"]').click();
+  const heatmap = widget.locator("canvas.ndif-heatmap");
+  await heatmap.waitFor();
+  found.heatmapAbove = await heatmap.getAttribute("data-above");
+  found.heatmapBox = await heatmap.boundingBox();
+  found.flatLabels = await widget.locator(".ndif-xlabels-flat").count();
+  found.chartScrolls = await widget.locator(".ndif-scroll").first().evaluate((box) => box.scrollWidth > box.clientWidth);
+  found.heatmapLegend = await legendState();
+  await shot(widget, outputFolder, "colours-heatmap.png", seen);
+  await widget.locator('button.ndif-tab[data-view="strip"]').click();
+  await widget.locator(".ndif-strip").waitFor();
+  found.stripOutside = await widget.locator(".ndif-strip .ndif-token[data-outside='above']").evaluateAll(
+    (spans) => spans.map((span) => Number(span.getAttribute("data-token"))),
+  );
+  found.stripLegend = await legendState();
+  await shot(widget, outputFolder, "colours-strip.png", seen);
+  const scale = widget.locator("select.ndif-scale");
+  if (await scale.count()) {
+    await scale.selectOption("log");
+    await changed(found.stripLegend);
+    found.logLegend = await legendState();
+    await shot(widget, outputFolder, "colours-strip-log.png", seen);
+    await widget.locator("select.ndif-scale").selectOption("linear");
+    await changed(found.logLegend);
+    const linear = await legendState();
+    await widget.locator("input.ndif-leave-out-first").check();
+    await changed(linear);
+    found.withoutFirstLegend = await legendState();
+  }
+  return found;
+}
+
+async function chooseTheme(page, theme) {
+  await page.mouse.move(5, 5);
+  await page.locator(".lm-MenuBar-itemLabel", { hasText: /^Settings$/ }).click();
+  await page.locator(".lm-Menu-itemLabel", { hasText: /^Theme$/ }).click();
+  await page.locator(".lm-Menu-itemLabel", { hasText: new RegExp(`^${theme}$`) }).click();
+  const light = theme.includes("Light") ? "true" : "false";
+  await page.waitForFunction((wanted) => document.body.dataset.jpThemeLight === wanted, light, { timeout: 30_000 });
+  await page.waitForTimeout(500);
+}
+
+// The fifth cell saved eager attention weights: hovering a cell of head 0 shades its query's row and key's column,
+// and on the dark theme a masked (zero) weight is dark instead of white.
+async function attention(page, outputFolder, seen) {
+  const widget = page.locator(".ndif-browser").nth(3);
+  await widget.waitFor({ timeout: RUN_TIMEOUT });
+  await widget.scrollIntoViewIfNeeded();
+  await widget.locator('button.ndif-tab[data-view="attention"]').click();
+  await widget.locator("button.ndif-head-card").first().click();
+  const detail = widget.locator("canvas.ndif-head-detail");
+  await detail.waitFor({ timeout: 60_000 });
+  const size = await detail.evaluate((canvas) => ({
+    rows: Number(canvas.dataset.rows),
+    cols: Number(canvas.dataset.cols),
+    cell: canvas.clientWidth / Number(canvas.dataset.cols),
+    ratio: canvas.width / canvas.clientWidth,
+  }));
+  const pixel = (row, column) => detail.evaluate(
+    (canvas, [x, y]) => Array.from(canvas.getContext("2d").getImageData(x, y, 1, 1).data).slice(0, 3),
+    [Math.floor((column + 0.5) * size.cell * size.ratio), Math.floor((row + 0.5) * size.cell * size.ratio)],
+  );
+  const found = { size };
+  const last = size.rows - 1;
+  found.maskedLight = await pixel(0, size.cols - 1);
+  const before = { row: await pixel(last, 0), elsewhere: await pixel(1, 0) };
+  const box = await detail.boundingBox();
+  await page.mouse.move(box.x + 1.5 * size.cell, box.y + (last + 0.5) * size.cell);
+  await page.waitForTimeout(200);
+  found.rowShaded = JSON.stringify(await pixel(last, 0)) !== JSON.stringify(before.row);
+  found.elsewhereSame = JSON.stringify(await pixel(1, 0)) === JSON.stringify(before.elsewhere);
+  found.readout = await widget.locator(".ndif-head-zoom .ndif-readout").textContent();
+  await shot(widget, outputFolder, "attention-hover.png", seen);
+  await chooseTheme(page, "JupyterLab Dark");
+  found.maskedDark = await pixel(0, size.cols - 1);
+  await shot(widget, outputFolder, "attention-dark.png", seen);
+  await chooseTheme(page, "JupyterLab Light");
+  return found;
+}
+
+// Leaving the fourth browser (pointer out, focus elsewhere) redraws its saved picture (by now it was left once); the notebook is saved, its
+// kernel shut down, and on reopening every browser shows its picture instead of a missing widget.
+async function savedPictures(page, labUrl, token, notebook, outputFolder, seen) {
+  const found = {};
+  await page.mouse.move(5, 500);
+  await page.locator(".jp-Cell").nth(3).locator(".jp-InputArea-editor").click();
+  await page.keyboard.press("Escape");
+  await page.waitForTimeout(3000);
+  await page.keyboard.press("Control+s");
+  await page.locator(".jp-mod-dirty").waitFor({ state: "detached", timeout: 60_000 }).catch(() => {});
+  const sessions = await (await fetch(`${labUrl}api/sessions?token=${token}`)).json();
+  for (const item of sessions) {
+    await fetch(`${labUrl}api/sessions/${item.id}?token=${token}`, { method: "DELETE" });
+  }
+  await openNotebook(page, labUrl, token, notebook);
+  const pictures = page.locator(".jp-RenderedImage img");
+  await pictures.nth(3).waitFor({ timeout: 60_000 }).catch(() => {});
+  await page.waitForTimeout(2000);
+  found.pictures = await pictures.count();
+  found.missingWidgets = await page.locator(".jp-OutputArea-output", { hasText: "model not found" }).count();
+  found.dirty = await page.locator(".jp-mod-dirty").count();
+  await shot(page, outputFolder, "reopened.png", seen);
+  return found;
+}
+
 await session(outputFolder, async (page, seen) => {
   await openNotebook(page, labUrl, token, notebook);
   await runAllCells(page);
@@ -90,6 +215,9 @@ await session(outputFolder, async (page, seen) => {
   await shot(page, outputFolder, "notebook.png", seen);
   seen.keys = await keyboard(page, widget);
   await shot(page.locator(".ndif-browser").nth(1), outputFolder, "keyboard.png", seen);
+  seen.colours = await colours(page, outputFolder, seen);
+  seen.attention = await attention(page, outputFolder, seen);
+  seen.saved = await savedPictures(page, labUrl, token, notebook, outputFolder, seen);
 }).catch((error) => {
   console.error(error.stack || String(error));
   process.exit(1);

@@ -9,15 +9,18 @@
  * @property {string} title
  * @property {Array<{prompt: string, generated: string}>} texts
  * @property {string[]} views
+ * @property {Array<{view: string, how: string}>} absent_views
  * @property {OverviewRow[]} overview
  * @property {Array<{label: string, layers: number, steps: number[], rows: number, width: number}>} stacks
  * @property {string[]} reductions
+ * @property {string[]} scales
  * @property {{start?: number, count?: number, total?: number}} window
  * @property {string[]} tokens
  * @property {string[]} layer_labels
  * @property {GridTrait} grid
  * @property {{status?: string, rows?: number, cols?: number, top_tokens?: string[], top_probs?: number[]}} lens
  * @property {{layer?: number, token?: number, top?: Array<{token: string, prob: number}>}} lens_cell
+ * @property {CellDetail} cell_detail
  * @property {GridTrait & {layer?: number}} strip
  * @property {Array<{label: string, heads: number}>} attention_sources
  * @property {AttentionTrait} attention
@@ -28,18 +31,25 @@
  * @property {string} reduction
  * @property {number} neuron
  * @property {number} reference
+ * @property {string} scale
+ * @property {boolean} leave_out_first
  * @property {number} token_start
  * @property {number[]} selected
  * @property {number} strip_layer
  * @property {number} attention_source
  * @property {number} head
+ * @property {boolean} lens_probabilities
+ * @property {number} settled
  */
 /**
  * @typedef {{name: string, module: string | null, step: number | null, invoke: number | null, shape: number[],
  *   dtype: string, mean: number | null, std: number | null, min: number | null, max: number | null,
  *   norm: number | null}} OverviewRow
  * @typedef {{rows?: number, cols?: number, values?: Array<number | null>, min?: number, max?: number,
- *   diverging?: boolean, label?: string}} GridTrait
+ *   diverging?: boolean, label?: string, scale?: string, data_min?: number | null, data_max?: number | null,
+ *   below?: number, above?: number, left_out_first?: boolean}} GridTrait
+ * @typedef {{layer?: number, token?: number, value?: number | null, norm?: number | null,
+ *   neurons?: Array<{index: number, value: number | null}>, lens?: Array<{token: string, prob: number}>}} CellDetail
  * @typedef {{status?: string, heads?: number, q?: number, k?: number, step?: number, query_tokens?: string[],
  *   key_tokens?: string[], patterns?: Array<Array<number | null>>}} AttentionTrait
  */
@@ -59,10 +69,16 @@
 
 /** @type {Array<keyof BrowserTraits>} */
 const TRAITS = [
-  "title", "texts", "views", "view", "overview", "stacks", "stack", "step", "row",
-  "reductions", "reduction", "neuron", "reference", "window", "token_start", "tokens",
+  "title", "texts", "views", "absent_views", "view", "overview", "stacks", "stack", "step", "row",
+  "reductions", "reduction", "neuron", "reference", "scales", "scale", "leave_out_first", "window", "token_start", "tokens",
   "layer_labels", "grid", "selected", "lens", "lens_cell", "strip", "strip_layer",
-  "attention_sources", "attention_source", "attention", "head",
+  "attention_sources", "attention_source", "attention", "head", "cell_detail", "lens_probabilities",
+];
+
+/** @type {Array<keyof BrowserTraits>} */
+const USER_CHOICES = [
+  "view", "stack", "step", "row", "reduction", "neuron", "reference", "scale", "leave_out_first", "token_start",
+  "selected", "strip_layer", "attention_source", "head", "lens_probabilities",
 ];
 
 const VIEW_LABELS = {
@@ -79,6 +95,8 @@ const VIEWS_WITH_REDUCTION = new Set(["heatmap", "strip"]);
 
 const OVERVIEW_COLUMNS = ["name", "module", "step", "invoke", "shape", "dtype", "mean", "std", "min", "max", "norm"];
 const NUMERIC_OVERVIEW_COLUMNS = new Set(["mean", "std", "min", "max", "norm"]);
+// Cut with an ellipsis (the whole text in the cell's tooltip) so that the numbers stay in view in a narrow notebook.
+const WIDE_OVERVIEW_COLUMNS = new Set(["name", "module"]);
 
 const VIRIDIS = [
   [68, 1, 84], [72, 40, 120], [62, 74, 137], [49, 104, 142], [38, 130, 142],
@@ -89,6 +107,8 @@ const BLUE_WHITE_RED = [
   [253, 219, 199], [239, 138, 98], [178, 24, 43],
 ];
 const WHITE_TO_DARK = [[255, 255, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
+// On a dark theme attention starts from the page's dark and grows light, so that an empty pattern does not glare.
+const DARK_TO_LIGHT = [[24, 24, 24], [8, 48, 107], [33, 113, 181], [107, 174, 214], [222, 235, 247]];
 const NULL_COLOR = [150, 150, 150];
 const LENS_COLOR = [33, 102, 172];
 
@@ -135,6 +155,7 @@ function readState(model) {
     title: asText(read("title")),
     texts: asList(read("texts")).map(asObject),
     views: asList(read("views")).filter((name) => name in VIEW_LABELS),
+    absentViews: asList(read("absent_views")).map(asObject).filter((absent) => absent.view in VIEW_LABELS),
     view: asText(read("view")),
     overview: asList(read("overview")).map(asObject),
     stacks: asList(read("stacks")).map(asObject),
@@ -145,6 +166,9 @@ function readState(model) {
     reduction: asText(read("reduction")),
     neuron: asInt(read("neuron"), 0),
     reference: asInt(read("reference"), 0),
+    scales: asList(read("scales")).map(asText),
+    scale: asText(read("scale")),
+    leaveOutFirst: Boolean(read("leave_out_first")),
     window: readWindow(read("window")),
     tokens: asList(read("tokens")).map(asText),
     layerLabels: asList(read("layer_labels")).map(asText),
@@ -158,6 +182,8 @@ function readState(model) {
     attentionSource: asInt(read("attention_source"), 0),
     attention: asObject(read("attention")),
     head: asInt(read("head"), null),
+    cellDetail: asObject(read("cell_detail")),
+    lensProbabilities: Boolean(read("lens_probabilities")),
   };
 }
 
@@ -247,11 +273,13 @@ function formatShape(shape) {
   return dims.length ? dims.join(" × ") : "—";
 }
 
-// Axis labels: make spaces, newlines, tabs and empty tokens visible.
+// Axis labels: make a leading space (a quiet dot), newlines, tabs and empty tokens visible; a token of spaces only
+// shows each as ␣.
 function tokenLabel(token) {
   const text = asText(token);
   if (text === "") return "∅";
-  return text.replace(/^ /, "␣").replace(/\r?\n/g, "⏎").replace(/\t/g, "⇥");
+  if (/^ +$/.test(text)) return "␣".repeat(text.length);
+  return text.replace(/^ /, "·").replace(/\r?\n/g, "⏎").replace(/\t/g, "⇥");
 }
 
 function stripTokenText(token) {
@@ -289,20 +317,57 @@ function valueRange(values) {
   return { min: Math.min(...finite), max: Math.max(...finite) };
 }
 
-function makeScale(min, max, diverging, values) {
-  const fallback = isNumber(min) && isNumber(max) ? { min, max } : valueRange(values);
-  if (diverging) {
+/**
+ * The colour scale of a grid or strip trait: its ends (computed in the kernel, robust to a few extreme values),
+ * linear or log, and how many values lie beyond each end.
+ * @param {GridTrait} trait
+ * @param {Array<number | null>} values
+ */
+function makeScale(trait, values) {
+  const fallback = isNumber(trait.min) && isNumber(trait.max) ? { min: Number(trait.min), max: Number(trait.max) } : valueRange(values);
+  const outside = {
+    below: Math.max(0, asInt(trait.below, 0)),
+    above: Math.max(0, asInt(trait.above, 0)),
+    dataMin: isNumber(trait.data_min) ? trait.data_min : null,
+    dataMax: isNumber(trait.data_max) ? trait.data_max : null,
+    leftOutFirst: Boolean(trait.left_out_first),
+  };
+  if (trait.diverging) {
     const extent = Math.max(Math.abs(fallback.min), Math.abs(fallback.max)) || 1;
-    return { low: -extent, high: extent, stops: BLUE_WHITE_RED, diverging: true };
+    return { low: -extent, high: extent, stops: BLUE_WHITE_RED, diverging: true, log: false, ...outside };
   }
-  return { low: fallback.min, high: fallback.max, stops: VIRIDIS, diverging: false };
+  const log = trait.scale === "log" && fallback.min > 0;
+  return { low: fallback.min, high: fallback.max, stops: VIRIDIS, diverging: false, log, ...outside };
+}
+
+function scaleFraction(scale, value) {
+  if (scale.log) {
+    if (value <= 0) return 0;
+    const span = Math.log10(scale.high) - Math.log10(scale.low);
+    return span > 0 ? (Math.log10(value) - Math.log10(scale.low)) / span : 0.5;
+  }
+  const span = scale.high - scale.low;
+  return span > 0 ? (value - scale.low) / span : 0.5;
 }
 
 function scaleColor(scale, value) {
   if (!isNumber(value)) return NULL_COLOR;
-  const span = scale.high - scale.low;
-  const fraction = span > 0 ? (value - scale.low) / span : 0.5;
-  return interpolateStops(scale.stops, fraction);
+  return interpolateStops(scale.stops, scaleFraction(scale, value));
+}
+
+/** "above" or "below" for a value past an end of the scale (drawn in that end's colour and marked), else null. */
+function outsideScale(scale, value) {
+  if (!isNumber(value)) return null;
+  if (value > scale.high) return "above";
+  if (value < scale.low) return "below";
+  return null;
+}
+
+const OUTSIDE_WORDS = { above: "above the colour scale", below: "below the colour scale" };
+
+function valueText(scale, value) {
+  const outside = outsideScale(scale, value);
+  return outside ? `${formatNumber(value)} (${OUTSIDE_WORDS[outside]})` : formatNumber(value);
 }
 
 /** @param {number[]} color */
@@ -314,6 +379,11 @@ function cssColor([red, green, blue], alpha = 1) {
 function readableTextOn([red, green, blue]) {
   const luminance = (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255;
   return luminance > 0.55 ? "#111" : "#fff";
+}
+
+// JupyterLab marks its theme on the body; elsewhere (a light page) this is false.
+function darkTheme() {
+  return document.body?.dataset?.jpThemeLight === "false";
 }
 
 /* ---------- DOM helpers ---------- */
@@ -419,6 +489,22 @@ function renderTabs(state, view, model) {
   })));
 }
 
+// The views these values lack, each with what would give it; the heatmap's hint stands for the token strip too.
+function renderAbsentViews(state) {
+  if (state.absentViews.length === 0) return null;
+  const lines = state.absentViews.map((absent) => {
+    const name = absent.view === "heatmap" ? `${VIEW_LABELS.heatmap} and ${VIEW_LABELS.strip}` : VIEW_LABELS[absent.view];
+    return element("div", { class: "ndif-absent-view", "data-view": absent.view }, [
+      element("span", { class: "ndif-absent-name", text: `${name}: ` }),
+      element("span", { text: asText(absent.how) }),
+    ]);
+  });
+  return element("details", { class: "ndif-absent", open: state.views.length <= 1 ? "" : null }, [
+    element("summary", { text: `Other views (${lines.length}) and how to get them` }),
+    ...lines,
+  ]);
+}
+
 /* ---------- controls ---------- */
 
 function renderControls(state, view, model) {
@@ -432,6 +518,7 @@ function renderControls(state, view, model) {
     windowSlider(state, model),
     view === "strip" ? stripLayerSelect(state, model) : null,
     ...(VIEWS_WITH_REDUCTION.has(view) ? reductionControls(state, stack, model) : []),
+    ...(VIEWS_WITH_REDUCTION.has(view) ? colourControls(state, view, model) : []),
   ].filter(Boolean);
   return controls.length ? element("div", { class: "ndif-controls" }, controls) : null;
 }
@@ -607,6 +694,34 @@ function reductionArgument(state, stack, model) {
   return null;
 }
 
+// Linear or log colours (log only for a reduction that is not diverging: it has no zero), and the range with or
+// without token 0.
+function colourControls(state, view, model) {
+  const trait = view === "strip" ? state.strip : state.grid;
+  const diverging = Boolean(trait.diverging);
+  const scale = selectInput({
+    className: "ndif-scale",
+    options: state.scales.map((name) => ({ value: name, label: name })),
+    value: diverging ? "linear" : state.scale,
+    onChoose: (value) => setTrait(model, "scale", value),
+  });
+  if (diverging) {
+    scale.disabled = true;
+    scale.title = "a log scale needs values of one sign: choose the norm";
+  }
+  const leaveOut = element("input", { type: "checkbox", class: "ndif-leave-out-first", "data-keep": "ndif-leave-out-first", ...OWN_KEYS });
+  leaveOut.checked = state.leaveOutFirst;
+  leaveOut.disabled = state.window.start > 0;
+  leaveOut.addEventListener("change", () => setTrait(model, "leave_out_first", leaveOut.checked));
+  return [
+    state.scales.length > 1 ? labelledControl("scale", scale) : null,
+    element("label", { class: "ndif-control", title: "compute the colour range without the first token; it is still drawn, marked if beyond" }, [
+      leaveOut,
+      element("span", { class: "ndif-control-label", text: "range without token 0" }),
+    ]),
+  ];
+}
+
 // A number input for an index below `count` (a neuron of the width, a token of the step).
 function indexInput(label, className, count, value, onCommit) {
   return labelledControl(label, numberInput({ className, min: 0, max: count > 0 ? count - 1 : null, value, onCommit }));
@@ -614,19 +729,66 @@ function indexInput(label, className, count, value, onCommit) {
 
 /* ---------- colour legend ---------- */
 
+const LEGEND_WIDTH = 160;
+const LEGEND_HEIGHT = 10;
+const LEGEND_POINT = 8;
+
+// The bar ends in a point on a side where values lie beyond the scale, as matplotlib's extended colour bars do.
+function paintColorBar(bar, scale) {
+  const left = scale.below ? LEGEND_POINT : 0;
+  const right = scale.above ? LEGEND_POINT : 0;
+  const context = prepareCanvas(bar, left + LEGEND_WIDTH + right, LEGEND_HEIGHT);
+  for (let x = 0; x < LEGEND_WIDTH; x += 1) {
+    context.fillStyle = cssColor(interpolateStops(scale.stops, x / (LEGEND_WIDTH - 1)));
+    context.fillRect(left + x, 0, 1, LEGEND_HEIGHT);
+  }
+  const point = (baseX, tipX, color) => {
+    context.fillStyle = cssColor(color);
+    context.beginPath();
+    context.moveTo(baseX, 0);
+    context.lineTo(tipX, LEGEND_HEIGHT / 2);
+    context.lineTo(baseX, LEGEND_HEIGHT);
+    context.closePath();
+    context.fill();
+  };
+  if (left) point(left, 0, scale.stops[0]);
+  if (right) point(left + LEGEND_WIDTH, left + LEGEND_WIDTH + right, scale.stops[scale.stops.length - 1]);
+}
+
+function countText(count) {
+  return count === 1 ? "1 value" : `${count} values`;
+}
+
+// What lies beyond the scale's ends, and what its range leaves out, in words.
+function outsideText(scale) {
+  const parts = [];
+  if (scale.above) {
+    const reach = scale.dataMax === null ? "" : `, up to ${formatNumber(scale.dataMax)}`;
+    parts.push(`◥ ${countText(scale.above)} above ${formatNumber(scale.high)}${reach}`);
+  }
+  if (scale.below) {
+    const reach = scale.dataMin === null ? "" : `, down to ${formatNumber(scale.dataMin)}`;
+    parts.push(`◣ ${countText(scale.below)} below ${formatNumber(scale.low)}${reach}`);
+  }
+  if (scale.leftOutFirst) parts.push("range without token 0");
+  return parts.join(" · ");
+}
+
 function renderColorLegend(scale, label) {
   const bar = element("canvas", { class: "ndif-colorbar" });
-  const width = 160;
-  const context = prepareCanvas(bar, width, 10);
-  for (let x = 0; x < width; x += 1) {
-    context.fillStyle = cssColor(interpolateStops(scale.stops, x / (width - 1)));
-    context.fillRect(x, 0, 1, 10);
-  }
-  return element("div", { class: "ndif-legend" }, [
+  paintColorBar(bar, scale);
+  const outside = outsideText(scale);
+  return element("div", {
+    class: "ndif-legend",
+    "data-above": scale.above || 0,
+    "data-below": scale.below || 0,
+    "data-scale": scale.log ? "log" : "linear",
+  }, [
     element("span", { class: "ndif-legend-min", text: formatNumber(scale.low) }),
     bar,
     element("span", { class: "ndif-legend-max", text: formatNumber(scale.high) }),
-    label ? element("span", { class: "ndif-legend-label", text: label }) : null,
+    label ? element("span", { class: "ndif-legend-label", text: scale.log ? `${label} (log scale)` : label }) : null,
+    outside ? element("span", { class: "ndif-legend-outside", text: outside }) : null,
   ]);
 }
 
@@ -666,11 +828,13 @@ function renderRowLabels(labels, cellHeight) {
   return box;
 }
 
+// Labels lie flat when the longest fits in a cell, and run upwards otherwise.
 function renderColumnLabels(labels, cellWidth) {
+  const longest = Math.max(1, ...labels.map((label) => label.text.length));
+  if (Math.ceil(longest * 12 * 0.62) + 4 <= cellWidth) return renderFlatColumnLabels(labels, cellWidth, 12);
   const fontSize = clamp(cellWidth - 2, 9, 12);
   const stride = labelStride(cellWidth, fontSize);
   const thickness = fontSize + 3;
-  const longest = Math.max(1, ...labels.map((label) => label.text.length));
   const height = clamp(Math.ceil(longest * fontSize * 0.62) + 6, 16, 72);
   const box = element("div", { class: "ndif-xlabels", style: { width: `${labels.length * cellWidth}px`, height: `${height}px` } });
   labels.forEach((label, column) => {
@@ -685,6 +849,22 @@ function renderColumnLabels(labels, cellWidth) {
         lineHeight: `${thickness}px`,
         fontSize: `${fontSize}px`,
       },
+    }));
+  });
+  return box;
+}
+
+function renderFlatColumnLabels(labels, cellWidth, fontSize) {
+  const box = element("div", {
+    class: "ndif-xlabels ndif-xlabels-flat",
+    style: { width: `${labels.length * cellWidth}px`, height: `${fontSize + 6}px` },
+  });
+  labels.forEach((label, column) => {
+    box.append(element("div", {
+      class: "ndif-xlabel",
+      title: label.title,
+      text: label.text,
+      style: { left: `${column * cellWidth}px`, width: `${cellWidth}px`, fontSize: `${fontSize}px` },
     }));
   });
   return box;
@@ -711,16 +891,48 @@ function outlineCell(context, spec, cell, lineWidth) {
   context.strokeRect(x + lineWidth / 2, y + lineWidth / 2, spec.cellWidth - lineWidth, spec.cellHeight - lineWidth);
 }
 
+// A cell beyond the colour scale gets a corner: top right above it, bottom left below it.
+function markOutside(context, x, y, width, height, outside) {
+  const size = Math.max(3, Math.floor(Math.min(width, height) * 0.5));
+  context.beginPath();
+  if (outside === "above") {
+    context.moveTo(x + width, y);
+    context.lineTo(x + width, y + size);
+    context.lineTo(x + width - size, y);
+  } else {
+    context.moveTo(x, y + height);
+    context.lineTo(x, y + height - size);
+    context.lineTo(x + size, y + height);
+  }
+  context.closePath();
+  context.fillStyle = "#fff";
+  context.fill();
+  context.lineWidth = 1;
+  context.strokeStyle = "#000";
+  context.stroke();
+}
+
 function paintMatrix(context, spec, hovered) {
   context.clearRect(0, 0, spec.cols * spec.cellWidth, spec.rows * spec.cellHeight);
   for (let displayRow = 0; displayRow < spec.rows; displayRow += 1) {
     for (let column = 0; column < spec.cols; column += 1) {
+      const [x, y] = [column * spec.cellWidth, displayRow * spec.cellHeight];
       context.fillStyle = cssColor(spec.colorAt(displayRow, column));
-      context.fillRect(column * spec.cellWidth, displayRow * spec.cellHeight, spec.cellWidth, spec.cellHeight);
+      context.fillRect(x, y, spec.cellWidth, spec.cellHeight);
+      const outside = spec.outsideAt ? spec.outsideAt(displayRow, column) : null;
+      if (outside) markOutside(context, x, y, spec.cellWidth, spec.cellHeight, outside);
     }
   }
+  if (hovered && spec.crosshair) shadeRowAndColumn(context, spec, hovered);
   if (hovered) outlineCell(context, spec, hovered, 1);
   if (spec.marked) outlineCell(context, spec, spec.marked, 2);
+}
+
+// The hovered query's row and key's column, lightly shaded, as attention viewers such as CircuitsVis do.
+function shadeRowAndColumn(context, spec, cell) {
+  context.fillStyle = darkTheme() ? "rgba(255, 255, 255, 0.18)" : "rgba(255, 170, 0, 0.22)";
+  context.fillRect(0, cell.displayRow * spec.cellHeight, spec.cols * spec.cellWidth, spec.cellHeight);
+  context.fillRect(cell.column * spec.cellWidth, 0, spec.cellWidth, spec.rows * spec.cellHeight);
 }
 
 function sameCell(a, b) {
@@ -747,7 +959,8 @@ function wireMatrixEvents(canvas, context, spec) {
   });
 }
 
-// spec: rows, cols, cellWidth, cellHeight, colorAt(displayRow, column), rowLabels, columnLabels,
+// spec: rows, cols, cellWidth, cellHeight, colorAt(displayRow, column), outsideAt(displayRow, column) or none,
+// rowLabels, columnLabels,
 // marked cell or null, onHover(cell|null), onClick(cell), canvasClass, attributes, scrollKey.
 function renderMatrixChart(spec) {
   const canvas = element("canvas", { class: spec.canvasClass, ...spec.attributes });
@@ -784,27 +997,33 @@ function overviewCell(entry, column) {
 function renderOverviewView(state) {
   if (state.overview.length === 0) return [note("Nothing to show: no values were saved.")];
   const head = element("tr", {}, OVERVIEW_COLUMNS.map((column) => element("th", { text: column })));
-  const rows = state.overview.map((entry) => element("tr", {}, OVERVIEW_COLUMNS.map((column) => element("td", {
-    class: NUMERIC_OVERVIEW_COLUMNS.has(column) ? "ndif-number" : null,
-    text: overviewCell(entry, column),
-  }))));
+  const rows = state.overview.map((entry) => element("tr", {}, OVERVIEW_COLUMNS.map((column) => {
+    const text = overviewCell(entry, column);
+    if (NUMERIC_OVERVIEW_COLUMNS.has(column)) return element("td", { class: "ndif-number", text });
+    return element("td", { class: WIDE_OVERVIEW_COLUMNS.has(column) ? "ndif-cut" : null, title: text, text });
+  })));
   const table = element("table", { class: "ndif-overview" }, [element("thead", {}, [head]), element("tbody", {}, rows)]);
   return [scrollBox("overview", [table])];
 }
 
 /* ---------- heatmap view ---------- */
 
-function heatmapCellSizes(rows, cols) {
+// Cells fill the widget's width (a short prompt gets wide cells, a long one scrolls), and the layers fit in about
+// 420 px of height.
+const HEATMAP_HEIGHT = 420;
+const MAX_CELL_WIDTH = 96;
+
+function heatmapCellSizes(rows, cols, width) {
   return {
-    cellWidth: Math.max(6, Math.min(28, Math.floor(900 / cols))),
-    cellHeight: Math.max(6, Math.min(22, Math.floor(560 / rows))),
+    cellWidth: clamp(Math.floor(width / cols), 6, MAX_CELL_WIDTH),
+    cellHeight: clamp(Math.floor(HEATMAP_HEIGHT / rows), 6, 22),
   };
 }
 
-function heatmapReadout(state, grid, values, layer, column) {
+function heatmapReadout(state, grid, values, scale, layer, column) {
   const index = state.window.start + column;
   const token = tokenLabel(state.tokens[column]);
-  return `layer ${layer} · token '${token}' (index ${index}) · value ${formatNumber(values[layer * grid.cols + column])}`;
+  return `layer ${layer} · token '${token}' (index ${index}) · value ${valueText(scale, values[layer * grid.cols + column])}`;
 }
 
 function heatmapMarkedCell(state, rows, cols) {
@@ -821,20 +1040,28 @@ function renderHeatmapView(state, model) {
   if (grid.rows <= 0 || grid.cols <= 0 || values.length === 0) {
     return [note(`Nothing to show: ${asText(state.grid.label) || "no layer × token values for this selection"}.`)];
   }
-  const scale = makeScale(state.grid.min, state.grid.max, Boolean(state.grid.diverging), values);
+  const scale = makeScale(state.grid, values);
   const layerOf = (displayRow) => grid.rows - 1 - displayRow;
+  const valueAt = (displayRow, column) => values[layerOf(displayRow) * grid.cols + column];
   const marked = heatmapMarkedCell(state, grid.rows, grid.cols);
   const idleText = marked
-    ? heatmapReadout(state, grid, values, layerOf(marked.displayRow), marked.column)
+    ? heatmapReadout(state, grid, values, scale, layerOf(marked.displayRow), marked.column)
     : "Hover a cell to read its value; click to select it.";
   const readout = element("div", { class: "ndif-readout", text: idleText });
   const chart = renderMatrixChart({
     ...grid,
-    ...heatmapCellSizes(grid.rows, grid.cols),
+    ...heatmapCellSizes(grid.rows, grid.cols, state.chartWidth),
     canvasClass: "ndif-heatmap",
-    attributes: { "data-rows": grid.rows, "data-cols": grid.cols, "data-window-start": state.window.start },
+    attributes: {
+      "data-rows": grid.rows,
+      "data-cols": grid.cols,
+      "data-window-start": state.window.start,
+      "data-above": scale.above,
+      "data-below": scale.below,
+    },
     scrollKey: "heatmap",
-    colorAt: (displayRow, column) => scaleColor(scale, values[layerOf(displayRow) * grid.cols + column]),
+    colorAt: (displayRow, column) => scaleColor(scale, valueAt(displayRow, column)),
+    outsideAt: (displayRow, column) => outsideScale(scale, valueAt(displayRow, column)),
     rowLabels: Array.from({ length: grid.rows }, (_, displayRow) => {
       const layer = layerOf(displayRow);
       return { index: layer, text: shortLayerName(state, layer), title: layerLabel(state, layer) };
@@ -842,7 +1069,7 @@ function renderHeatmapView(state, model) {
     columnLabels: tokenColumnLabels(state, grid.cols),
     marked,
     onHover: (cell) => {
-      readout.textContent = cell ? heatmapReadout(state, grid, values, layerOf(cell.displayRow), cell.column) : idleText;
+      readout.textContent = cell ? heatmapReadout(state, grid, values, scale, layerOf(cell.displayRow), cell.column) : idleText;
     },
     onClick: (cell) => setTrait(model, "selected", [layerOf(cell.displayRow), state.window.start + cell.column]),
   });
@@ -850,7 +1077,38 @@ function renderHeatmapView(state, model) {
     class: "ndif-caption",
     text: [asText(state.grid.label), layerAxisCaption(state)].filter(Boolean).join(" · "),
   });
-  return [caption, chart, readout, renderColorLegend(scale, asText(state.grid.label))];
+  return [caption, chart, readout, renderColorLegend(scale, asText(state.grid.label)), renderCellDetail(state, model)];
+}
+
+// The clicked cell: its value, its hidden state's norm and largest neurons (a click shows one as the reduction),
+// and where the lens runs, its top tokens.
+function renderCellDetail(state, model) {
+  const detail = state.cellDetail;
+  if (!isNumber(detail.layer) || !isNumber(detail.token)) return null;
+  const token = state.tokens[Number(detail.token) - state.window.start];
+  const heading = `layer ${detail.layer} · token${token === undefined ? "" : ` '${tokenLabel(token)}'`} (index ${detail.token}) · `
+    + `value ${formatNumber(detail.value)} · norm of the hidden state ${formatNumber(detail.norm)}`;
+  const neurons = asList(detail.neurons).map(asObject).map((neuron) => element("button", {
+    type: "button",
+    class: "ndif-detail-neuron",
+    "data-neuron": neuron.index,
+    title: `colour the views by neuron ${neuron.index}`,
+    text: `#${neuron.index} ${formatNumber(neuron.value)}`,
+    onclick: () => {
+      model.set("reduction", "neuron");
+      model.set("neuron", Number(neuron.index));
+      model.save_changes();
+    },
+  }));
+  const lens = asList(detail.lens).map(asObject);
+  return element("div", { class: "ndif-cell-detail" }, [
+    element("div", { class: "ndif-caption", text: heading }),
+    element("div", { class: "ndif-detail-row" }, [element("span", { class: "ndif-detail-label", text: "largest neurons" }), ...neurons]),
+    lens.length ? element("div", { class: "ndif-detail-row" }, [
+      element("span", { class: "ndif-detail-label", text: "logit lens" }),
+      ...lens.map((entry) => element("span", { class: "ndif-detail-token", text: `${tokenLabel(entry.token)} ${formatProbability(entry.prob)}` })),
+    ]) : null,
+  ]);
 }
 
 /* ---------- logit lens view ---------- */
@@ -871,9 +1129,11 @@ function renderLensRow(state, lens, layer, marked) {
       "data-layer": layer,
       "data-token": token,
       title: `p = ${formatProbability(probability)}`,
-      text: tokenLabel(lens.tokens[offset]),
       style: lensCellBackground(probability),
-    });
+    }, [
+      tokenLabel(lens.tokens[offset]),
+      state.lensProbabilities ? element("span", { class: "ndif-lens-prob", text: formatProbability(probability) }) : null,
+    ]);
   });
   const header = element("th", { class: "ndif-layer", title: layerLabel(state, layer), text: shortLayerName(state, layer) });
   return element("tr", {}, [header, ...cells]);
@@ -930,7 +1190,27 @@ function renderLensView(state, model) {
   return [element("div", { class: "ndif-caption", text: caption }), element("div", { class: "ndif-lens-layout" }, [
     scrollBox("lens", [renderLensTable(state, lens, model)]),
     renderTopTokens(state),
-  ])];
+  ]), renderLensLegend(state, model)];
+}
+
+// The shading's key (the top token's probability, 0 to 1) and the choice to write the probabilities in the cells.
+function renderLensLegend(state, model) {
+  const bar = element("canvas", { class: "ndif-colorbar" });
+  const context = prepareCanvas(bar, LEGEND_WIDTH, LEGEND_HEIGHT);
+  for (let x = 0; x < LEGEND_WIDTH; x += 1) {
+    context.fillStyle = lensCellBackground(x / (LEGEND_WIDTH - 1)).backgroundColor;
+    context.fillRect(x, 0, 1, LEGEND_HEIGHT);
+  }
+  const toggle = element("input", { type: "checkbox", class: "ndif-lens-probabilities", "data-keep": "ndif-lens-probabilities", ...OWN_KEYS });
+  toggle.checked = state.lensProbabilities;
+  toggle.addEventListener("change", () => setTrait(model, "lens_probabilities", toggle.checked));
+  return element("div", { class: "ndif-legend ndif-lens-legend" }, [
+    element("span", { class: "ndif-legend-min", text: "0" }),
+    bar,
+    element("span", { class: "ndif-legend-max", text: "1" }),
+    element("span", { class: "ndif-legend-label", text: "shading: probability of the top token" }),
+    element("label", { class: "ndif-control" }, [toggle, element("span", { class: "ndif-control-label", text: "show probabilities" })]),
+  ]);
 }
 
 /* ---------- attention view ---------- */
@@ -938,7 +1218,7 @@ function renderLensView(state, model) {
 function attentionScale(pattern) {
   const { max } = valueRange(pattern);
   const high = max > 0 && max < TINY_ATTENTION ? max : 1;
-  return { low: 0, high, stops: WHITE_TO_DARK, diverging: false };
+  return { low: 0, high, stops: darkTheme() ? DARK_TO_LIGHT : WHITE_TO_DARK, diverging: false };
 }
 
 function paintPatternPixels(canvas, pattern, scale, q, k) {
@@ -993,6 +1273,7 @@ function renderHeadDetail(attention, pattern, head) {
     cellWidth: cell,
     cellHeight: cell,
     canvasClass: "ndif-head-detail",
+    crosshair: true,
     attributes: { "data-head": head, "data-rows": attention.q, "data-cols": attention.k },
     scrollKey: "attention",
     colorAt: (query, key) => scaleColor(scale, pattern[query * attention.k + key]),
@@ -1039,32 +1320,37 @@ function renderAttentionView(state, model) {
 function renderStripToken(state, scale, value, column) {
   const token = state.tokens[column];
   const color = scaleColor(scale, value);
+  const outside = outsideScale(scale, value);
+  const classes = ["ndif-token", token === "" || token === undefined ? "ndif-token-empty" : null, outside ? `ndif-outside-${outside}` : null];
   return element("span", {
-    class: token === "" || token === undefined ? "ndif-token ndif-token-empty" : "ndif-token",
+    class: classes.filter(Boolean).join(" "),
     "data-token": state.window.start + column,
     "data-column": column,
-    title: formatNumber(value),
+    "data-outside": outside,
+    title: valueText(scale, value),
     text: stripTokenText(token),
     style: { backgroundColor: cssColor(color), color: readableTextOn(color) },
   });
 }
 
-function stripReadout(state, values, column) {
-  return `token '${tokenLabel(state.tokens[column])}' (index ${state.window.start + column}) · value ${formatNumber(values[column])}`;
+function stripReadout(state, values, scale, column) {
+  return `token '${tokenLabel(state.tokens[column])}' (index ${state.window.start + column}) · value ${valueText(scale, values[column])}`;
 }
 
 function renderStripView(state) {
   const strip = state.strip;
   const values = asList(strip.values);
   if (values.length === 0) return [note("Nothing to show: no token strip for this selection.")];
-  const scale = makeScale(strip.min, strip.max, Boolean(strip.diverging), values);
+  const scale = makeScale(strip, values);
   const idleText = "Hover a token to read its value.";
   const readout = element("div", { class: "ndif-readout", text: idleText });
   const tokens = element("div", {
     class: "ndif-strip",
+    "data-above": scale.above,
+    "data-below": scale.below,
     onmouseover: (event) => {
       const span = event.target.closest(".ndif-token");
-      if (span) readout.textContent = stripReadout(state, values, Number(span.dataset.column));
+      if (span) readout.textContent = stripReadout(state, values, scale, Number(span.dataset.column));
     },
     onmouseleave: () => { readout.textContent = idleText; },
   }, values.flatMap((value, column) => [renderStripToken(state, scale, value, column), element("wbr")]));
@@ -1098,8 +1384,14 @@ function renderViewBody(state, view, model) {
   return body;
 }
 
+// Room for a chart's cells: the widget's width less its row labels, as laid out when the view is drawn.
+function chartWidth(root) {
+  const width = root.clientWidth || 960;
+  return clamp(width - 90, 240, 900);
+}
+
 function renderInto(root, model) {
-  const state = readState(model);
+  const state = { ...readState(model), chartWidth: chartWidth(root) };
   const view = currentView(state);
   const remembered = rememberUiState(root);
   root.setAttribute("data-view", view);
@@ -1107,10 +1399,38 @@ function renderInto(root, model) {
   appendAll(root, [
     renderHeader(state),
     renderTabs(state, view, model),
+    view === "overview" ? renderAbsentViews(state) : null,
     renderControls(state, view, model),
     renderViewBody(state, view, model),
   ]);
   restoreUiState(root, remembered);
+}
+
+// When the user has changed the view and then leaves the widget (the pointer out, the focus elsewhere), the kernel is
+// told, and it redraws the picture saved with the notebook. Not while the user works in it: that redraw replaces
+// the output, and with it this view.
+const SETTLE_MS = 400;
+
+function watchSettling(root, model) {
+  let changed = false;
+  let timer = 0;
+  const onChange = () => { changed = true; };
+  const check = () => {
+    window.clearTimeout(timer);
+    timer = window.setTimeout(() => {
+      const inside = root.matches(":hover") || root.contains(root.getRootNode().activeElement);
+      if (!changed || inside) return;
+      changed = false;
+      setTrait(model, "settled", asInt(model.get("settled"), 0) + 1);
+    }, SETTLE_MS);
+  };
+  for (const name of USER_CHOICES) model.on(`change:${name}`, onChange);
+  root.addEventListener("mouseleave", check);
+  root.addEventListener("focusout", check);
+  return () => {
+    window.clearTimeout(timer);
+    for (const name of USER_CHOICES) model.off(`change:${name}`, onChange);
+  };
 }
 
 /** @param {RenderProps} props */
@@ -1119,22 +1439,47 @@ function render({ model, el }) {
   el.append(root);
   let alive = true;
   let scheduled = false;
-  // Python often changes several traits in one message: draw once for all of them.
+  let shown = false;
+  let stopSettling = () => {};
+  const themes = new MutationObserver(() => scheduleRender());
+  // Cells fit the width they are drawn in: a notebook narrowed by a sidebar redraws them.
+  let drawnWidth = 0;
+  const resizes = new ResizeObserver(() => {
+    const width = chartWidth(root);
+    if (root.clientWidth > 0 && Math.abs(width - drawnWidth) > 40) {
+      drawnWidth = width;
+      scheduleRender();
+    }
+  });
+  const stop = () => {
+    alive = false;
+    stopSettling();
+    themes.disconnect();
+    resizes.disconnect();
+    for (const name of TRAITS) model.off(`change:${name}`, scheduleRender);
+    root.remove();
+  };
+  // Python often changes several traits in one message: draw once for all of them. A view whose element was taken
+  // out of its output without being closed (JupyterLab redraws an updated output in a new view) stops listening; a
+  // view merely off the page (a notebook's cells out of view are detached) keeps its place in its output and stays.
   const scheduleRender = () => {
     if (scheduled) return;
     scheduled = true;
     queueMicrotask(() => {
       scheduled = false;
+      if (el.parentNode) shown = true;
+      else if (shown) stop();
       if (alive) renderInto(root, model);
     });
   };
   for (const name of TRAITS) model.on(`change:${name}`, scheduleRender);
+  // Attention's colours follow JupyterLab's theme.
+  if (document.body) themes.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-light"] });
   renderInto(root, model);
-  return () => {
-    alive = false;
-    for (const name of TRAITS) model.off(`change:${name}`, scheduleRender);
-    root.remove();
-  };
+  drawnWidth = chartWidth(root);
+  resizes.observe(root);
+  stopSettling = watchSettling(root, model);
+  return stop;
 }
 
 export default { render };
