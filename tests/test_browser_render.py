@@ -98,12 +98,17 @@ def test_jupyterlab_shows_the_heatmap_and_the_logit_lens_of_a_cell(browser_parts
     assert seen["lens"]["lastLayerTokens"] == expected_top
     assert seen["lens"]["clicked"] == [0, len(ids) - 1]
     assert len(seen["lens"]["topk"]) == 10
+    assert seen["lens"]["probabilities"] == layers * len(ids), "probabilities in the cells on request"
+    assert "shading: probability of the top token" in seen["lens"]["legend"]
     keys = seen["keys"]
     assert keys["neuronApplied"] and keys["legendBefore"] != keys["legendAfter"], "Enter applies a typed neuron"
     assert keys["stepLabels"] == ["all steps", "step 2", "all steps"], "arrow keys move the step slider"
     assert keys["colsPerStep"] == [len(ids) + 2, 1, len(ids) + 2], "and the heatmap follows the step"
     assert keys["cellsSelected"] == keys["cellsSelectedBefore"], "the notebook's cell selection did not move"
     colours = seen["colours"]
+    detail = colours["detail"]
+    assert detail["caption"].startswith("layer 5 · token '0' (index 0) · value 7252") and detail["neurons"] == 8
+    assert (detail["reduction"], detail["neuron"]) == ("neuron", detail["first"]), "a neuron's button selects it"
     assert colours["heatmapAbove"] == "4" and colours["heatmapLegend"]["above"] == "4", "token 0 of layers 2-5"
     assert "◥ 4 values above" in colours["heatmapLegend"]["text"]
     assert colours["stripOutside"] == [0] and "◥ 1 value above" in colours["stripLegend"]["text"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import threading
 import time
 import urllib.error
@@ -236,10 +237,12 @@ def raised(thread: threading.Thread, outcome: dict) -> BaseException:
 
 
 def test_a_restart_mid_job_fails_the_job_at_its_step_and_the_waiting_clients_hear_of_it(
-    faults_server, llama_model, capsys
+    faults_server, llama_model, capsys, monkeypatch
 ):
     """The running job is failed at the step it had reached, and its client, riding out the restart, gets that
-    error; the queued job's record is lost in the restart, and its client is told that the job is gone."""
+    error; the queued job's record is lost in the restart, and its client is told that the job is gone (on the
+    progress line, here a terminal's)."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     url, graph = faults_server.url + "ndif/api/", generation(llama_model, LONG)
     first = run_in_thread(ServerClient(url, faults_server.token, reconnect_seconds=60), graph, llama_model)
     running = listed_job(faults_server, running_at(5), *first)
@@ -270,10 +273,11 @@ def test_a_restart_mid_job_fails_the_job_at_its_step_and_the_waiting_clients_hea
     gone = raised(*second)
     assert isinstance(gone, NDIFError), gone
     assert f"Job {queued['id']} no longer exists on the ndif server" in str(gone) and "Run the block again" in str(gone)
-    assert "connection lost, retrying" in capsys.readouterr().err
+    assert "connection lost, retrying" in capsys.readouterr().out
 
 
-def test_a_waiting_client_gives_up_on_a_server_gone_for_good(faults_server, llama_model, capsys):
+def test_a_waiting_client_gives_up_on_a_server_gone_for_good(faults_server, llama_model, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     client = ServerClient(faults_server.url + "ndif/api/", faults_server.token, reconnect_seconds=3)
     waiting = run_in_thread(client, generation(llama_model, LONG), llama_model)
     job = listed_job(faults_server, lambda job: job["status"] == "running", *waiting)
@@ -285,4 +289,4 @@ def test_a_waiting_client_gives_up_on_a_server_gone_for_good(faults_server, llam
     assert f"for 3 s while waiting for job {job['id']}" in str(error), error
     assert f"ServerClient.result('{job['id']}')" in str(error)
     assert 3 <= gave_up_after <= 3 + 15
-    assert "connection lost, retrying" in capsys.readouterr().err
+    assert "connection lost, retrying" in capsys.readouterr().out

@@ -86,6 +86,25 @@ async function colours(page, outputFolder, seen) {
   found.chartScrolls = await widget.locator(".ndif-scroll").first().evaluate((box) => box.scrollWidth > box.clientWidth);
   found.heatmapLegend = await legendState();
   await shot(widget, outputFolder, "colours-heatmap.png", seen);
+  // A click on the top layer's first cell details it; a click on its largest neuron colours the views by it.
+  const box = await heatmap.boundingBox();
+  const rows = Number(await heatmap.getAttribute("data-rows"));
+  const cols = Number(await heatmap.getAttribute("data-cols"));
+  await page.mouse.click(box.x + box.width / cols / 2, box.y + box.height / rows / 2);
+  const neurons = widget.locator(".ndif-cell-detail button.ndif-detail-neuron");
+  await neurons.first().waitFor({ timeout: 60_000 }).catch(() => {});
+  found.detail = {
+    caption: await widget.locator(".ndif-cell-detail .ndif-caption").textContent().catch(() => ""),
+    neurons: await neurons.count(),
+    first: await neurons.first().getAttribute("data-neuron").catch(() => null),
+  };
+  await shot(widget, outputFolder, "cell-detail.png", seen);
+  await neurons.first().click().catch(() => {});
+  await widget.locator("input.ndif-neuron").waitFor({ timeout: 60_000 }).catch(() => {});
+  found.detail.reduction = await widget.locator("select.ndif-reduction").inputValue();
+  found.detail.neuron = await widget.locator("input.ndif-neuron").inputValue().catch(() => null);
+  await widget.locator("select.ndif-reduction").selectOption("norm");
+  await widget.locator("input.ndif-neuron").waitFor({ state: "detached", timeout: 60_000 }).catch(() => {});
   await widget.locator('button.ndif-tab[data-view="strip"]').click();
   await widget.locator(".ndif-strip").waitFor();
   found.stripOutside = await widget.locator(".ndif-strip .ndif-token[data-outside='above']").evaluateAll(
@@ -211,6 +230,11 @@ await session(outputFolder, async (page, seen) => {
   const topk = widget.locator("ol.ndif-topk li");
   await topk.first().waitFor({ timeout: 60_000 });
   seen.lens.topk = await topk.allTextContents();
+  await widget.locator("input.ndif-lens-probabilities").check();
+  const probabilities = widget.locator("table.ndif-lens .ndif-lens-prob");
+  await probabilities.first().waitFor({ timeout: 60_000 }).catch(() => {});
+  seen.lens.probabilities = await probabilities.count();
+  seen.lens.legend = await widget.locator(".ndif-lens-legend").textContent();
   await shot(widget, outputFolder, "lens.png", seen);
   await shot(page, outputFolder, "notebook.png", seen);
   seen.keys = await keyboard(page, widget);
