@@ -1,4 +1,4 @@
-"""A progress line for long work (weight loading, a server's job): rewritten in place, ending in a short outcome.
+"""Progress lines for long work (weight loading, a server's job) ending in a short outcome, and finding the kernel.
 
 In a Jupyter kernel the line is one display output updated in place, so a saved notebook keeps only its last text;
 on a terminal it is one line of stdout rewritten with carriage returns; elsewhere (stdout a pipe or a file) nothing.
@@ -14,13 +14,13 @@ MIN_INTERVAL = 0.2
 """Seconds between two updates of the line: a loop of a thousand steps sends a few messages, not a thousand."""
 
 
-def _kernel() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
+def kernel_shell() -> Any:
+    """The shell of the Jupyter kernel this process runs, or None outside one (plain Python, a terminal IPython, a
+    server). IPython is looked up, never imported: a process without it loaded runs no kernel, and importing it to
+    ask would cost start-up time and load notebook code into a server."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell if getattr(shell, "kernel", None) is not None else None
 
 
 class ProgressLine:
@@ -30,7 +30,7 @@ class ProgressLine:
         self._handle: Any = None
         self._written = False
         self._last = 0.0
-        self._in_kernel = _kernel() is not None
+        self._in_kernel = kernel_shell() is not None
         self._on_terminal = not self._in_kernel and getattr(sys.stdout, "isatty", lambda: False)()
 
     @property

@@ -456,6 +456,9 @@ def test_a_clicked_heatmap_cell_details_its_value_norm_and_largest_neurons():
     assert "lens" not in detail, "plain tensors without a model have no lens"
     browser.reduction, browser.neuron = "neuron", expected[0]
     assert browser.cell_detail["value"] == pytest.approx(state[expected[0]].item())
+    browser.reduction, browser.reference = "cosine", 4
+    cosine = torch.nn.functional.cosine_similarity(state, layers[3][0, 4], dim=0).item()
+    assert browser.cell_detail["value"] == pytest.approx(cosine, abs=1e-6), "the cell's value as the heatmap shows it"
     browser.view = "overview"
     assert browser.cell_detail == {}
 

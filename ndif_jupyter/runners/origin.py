@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import sys
 
+from ..progress import kernel_shell
 from ..protocol.origin import Origin
 
 SESSION_PATH_ENV = "JPY_SESSION_NAME"
@@ -19,11 +19,8 @@ def running_origin() -> Origin | None:
 
 
 def running_cell_id() -> str:
-    """The id of the cell being run, or "" when there is no kernel or its front end sends none. IPython is only
-    looked up, never imported: a process without it runs no cell."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    get_parent = getattr(getattr(shell, "kernel", None), "get_parent", None)
+    """The id of the cell being run, or "" when there is no kernel or its front end sends none."""
+    get_parent = getattr(getattr(kernel_shell(), "kernel", None), "get_parent", None)
     if get_parent is None:
         return ""
     parent = get_parent()

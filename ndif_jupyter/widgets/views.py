@@ -170,20 +170,21 @@ def _scale_of(grid: torch.Tensor, diverging: bool, colouring: Colouring, window_
 
 
 def cell_detail_state(
-    stack: LayerStack, step: int, row: int, layer: int, token: int, reduction: Reduction, neurons: int
+    stack: LayerStack, step: int, row: int, grid: dict[str, Any], window: Window, layer: int, token: int, neurons: int
 ) -> dict[str, Any]:
-    """A clicked heatmap cell: its value, the norm of its hidden state and its `neurons` largest units by magnitude
-    (`token` is an absolute position of the step)."""
+    """A clicked heatmap cell: its value in `grid` (the heatmap shown, over `window`), the norm of its hidden state
+    and its `neurons` largest units by magnitude (`token` is an absolute position of the step)."""
     hidden = stack.at(step, row)
     if not (0 <= layer < hidden.shape[0] and 0 <= token < hidden.shape[1]):
         return {}
     vector = hidden[layer, token].float()
     largest = vector.abs().topk(min(neurons, vector.numel())).indices.tolist()
-    value = reduce(hidden[:, token : token + 1], reduction)[layer, 0].item()
+    column = token - window.start
+    shown = 0 <= column < grid["cols"] and layer < grid["rows"]
     return {
         "layer": layer,
         "token": token,
-        "value": _finite(value),
+        "value": grid["values"][layer * grid["cols"] + column] if shown else None,
         "norm": _finite(vector.norm().item()),
         "neurons": [{"index": index, "value": _finite(vector[index].item())} for index in largest],
     }

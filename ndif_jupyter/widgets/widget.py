@@ -246,9 +246,7 @@ class ActivationBrowser(anywidget.AnyWidget):
         shown = self._shown_now()
         stack = self._stacks[shown.stack]
         layer, token = (int(part) for part in self.selected)
-        detail = cell_detail_state(
-            stack, shown.step, shown.row, layer, token, self._reduction(stack, shown.window), DETAIL_NEURONS
-        )
+        detail = cell_detail_state(stack, shown.step, shown.row, self.grid, shown.window, layer, token, DETAIL_NEURONS)
         if detail and "lens" in self.views:
             result = self.lens_result()
             top = lens_cell_state(result, self._model().tokenizer, layer, token, shown.window) if result else {}
