@@ -341,6 +341,33 @@ def test_a_huge_string_gives_a_short_message_and_short_log_lines(served, gpt2_di
     assert served.log_path.stat().st_size - logged < 4096
 
 
+@pytest.mark.parametrize(
+    ("origin", "problem"),
+    [
+        ({"notebook": "n" * (2 * MB)}, "holds a string of 2097152 characters; the longest allowed is 16384"),
+        ({"notebook": {"nested": [[[["x.ipynb"]]]]}}, "origin/notebook"),
+        ({"notebook": "a\u0000b.ipynb"}, "origin/notebook"),
+        ({"notebook": "x.ipynb", "owner": "root"}, "origin"),
+        ({"cell": "../../etc/passwd"}, "origin/cell"),
+        ({"cell": "c" * 65}, "origin/cell"),
+        ("x.ipynb", "origin"),
+    ],
+    ids=["huge", "nested", "control character", "another key", "cell path", "long cell", "not an object"],
+)
+def test_a_hostile_origin_is_refused_short_and_a_fair_one_is_only_shown(served, gpt2_dir, origin, problem):
+    """`origin` is display only, and bounded like every other field; a fair one is listed with the job and changes
+    nothing else (the job's owner stays the token's user)."""
+    body = _body(_output_graph(), gpt2_dir)
+    message = refused(served, _edited(body, lambda document, tensors: document.__setitem__("origin", origin)))
+    assert problem in message
+    fair = {"notebook": "work/x.ipynb", "cell": "a1-b2"}
+    status, _, job = post(served, _edited(body, lambda document, tensors: document.__setitem__("origin", fair)))
+    assert status == 202, job
+    finished = wait_finished(served, job["id"])
+    assert finished["status"] == "done" and finished["origin"] == fair
+    assert finished["owner"] == served.get("ndif/api/models")["user"]["name"]
+
+
 def test_the_server_stays_within_its_memory_bound(served):
     bound = served.warm_bytes + 3 * LIMITS["max_request_bytes"] + LIMITS["max_memory_bytes"] + 256 * MB
     assert served.peak_resident_bytes() < bound, (served.peak_resident_bytes(), bound)
